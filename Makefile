@@ -1,0 +1,60 @@
+# qwen3moe — `make` builds the runner (CPU + GPU when nvcc is found, CPU-only otherwise),
+# `make test` builds everything and runs every test, ending with "N passed, N failed".
+CC      ?= cc
+MARCH   ?= -march=native
+CFLAGS  ?= -O3 $(MARCH) -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter
+LDLIBS  += -lpcre2-8 -lutf8proc -lm -lpthread
+
+NVCC    ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+# sm_90 machine code for Hopper plus PTX that the driver can compile for other cards
+NVFLAGS ?= -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90 \
+           -Xcompiler -Wall -lineinfo
+
+BUILD   := build
+TEST_SRCS := $(wildcard tests/*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS))
+
+ifeq ($(NVCC),)
+all: cpu-only-note qwen3moe $(TEST_BINS)
+cpu-only-note:
+	@echo "note: nvcc not found: building the CPU-only runner (the GPU path is compiled out)" >&2
+qwen3moe: qwen3moe.c qwen3moe.h gguf.h
+	$(CC) $(CFLAGS) -DQWEN3MOE_NO_CUDA -o $@ qwen3moe.c $(LDLIBS)
+else
+all: qwen3moe $(TEST_BINS)
+$(BUILD)/qwen3moe_cuda.o: qwen3moe_cuda.cu qwen3moe.h gguf.h | $(BUILD)
+	$(NVCC) $(NVFLAGS) -c -o $@ qwen3moe_cuda.cu
+qwen3moe: qwen3moe.c qwen3moe.h gguf.h $(BUILD)/qwen3moe_cuda.o
+	$(CC) $(CFLAGS) -o $@ qwen3moe.c $(BUILD)/qwen3moe_cuda.o $(LDLIBS) \
+	    -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lstdc++
+endif
+
+$(BUILD):
+	mkdir -p $@
+
+$(BUILD)/%: tests/%.c gguf.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build of the CPU runner, for make test
+$(BUILD)/asan/qwen3moe: qwen3moe.c qwen3moe.h gguf.h
+	mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	    -fno-sanitize-recover=undefined -DQWEN3MOE_NO_CUDA -o $@ qwen3moe.c $(LDLIBS)
+
+# Node packages the oracle tests use (pinned in tests/package-lock.json)
+tests/node_modules: tests/package.json tests/package-lock.json
+	cd tests && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: all $(BUILD)/asan/qwen3moe tests/node_modules
+	tests/run.sh
+
+clean:
+	rm -rf $(BUILD) qwen3moe
+
+.PHONY: all test clean cpu-only-note
+
+# GPU tests (kernel tests, parity runs, compute-sanitizer): run on the device machine
+-include tests/gpu/gpu.mk
