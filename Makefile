@@ -4,6 +4,8 @@ CC      ?= cc
 MARCH   ?= -march=native
 CFLAGS  ?= -O3 $(MARCH) -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter
+# gcc 12 reports stb_ds growing a char array as out of bounds (a false positive)
+CFLAGS  += -Wno-array-bounds
 LDLIBS  += -lpcre2-8 -lutf8proc -lm -lpthread
 
 NVCC    ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
@@ -58,3 +60,6 @@ clean:
 
 # GPU tests (kernel tests, parity runs, compute-sanitizer): run on the device machine
 -include tests/gpu/gpu.mk
+
+# libFuzzer harnesses (clang): make fuzz
+-include fuzz/fuzz.mk
