@@ -36,6 +36,8 @@ endif
 $(BUILD):
 	mkdir -p $@
 
+$(BUILD)/test_dequant $(BUILD)/gen_model: tests/randquant.h
+
 $(BUILD)/%: tests/%.c gguf.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 

@@ -18,10 +18,15 @@
  * the host (x86-64, aarch64); big-endian GGUF files are refused by version check.
  *
  * Dequantization follows ggml's reference definitions bit for bit (checked
- * against llama.cpp's gguf-py NumPy code by tests/t_dequant.sh). The arithmetic
- * is done in the same order as the reference and floating-point contraction
- * (fused multiply-add) is switched off for those functions, so results are
- * bitwise identical to ggml's reference C and to gguf-py.
+ * against llama.cpp's gguf-py NumPy code by tests/t_dequant.sh, under gcc and
+ * clang -O3 -march=native): the arithmetic is done in the reference's order, and
+ * its products are exact in f32, so FMA contraction cannot change a result.
+ *
+ * API summary: gguf_type_get / gguf_row_bytes / gguf_dequant_row (quant types);
+ * gguf_f16_to_f32 & co (inline); gguf_open / gguf_parse / gguf_close;
+ * gguf_find_kv / gguf_find_tensor (hash lookups); typed getters gguf_get_int,
+ * gguf_get_float, gguf_get_str, gguf_get_arr, gguf_arr_get_int,
+ * gguf_arr_get_float, gguf_str_eq; gguf_kv_type_name / gguf_kv_type_size.
  */
 #ifndef GGUF_H
 #define GGUF_H
@@ -575,11 +580,14 @@ static int gguf__u64(gguf__rd *r, uint64_t *v, const char *what) {
 
 /* A string: u64 length + bytes. what names it ("key of KV 3", ...). */
 static int gguf__str(gguf__rd *r, gguf_str *s, const char *what) {
-    char buf[160];
-    snprintf(buf, sizeof buf, "8-byte string length (%s)", what);
     const size_t at = r->pos;
     uint64_t n;
-    if (gguf__u64(r, &n, buf)) return -1;
+    if (gguf__left(r) < 8) {   /* the message is only formatted on failure */
+        char buf[400];
+        snprintf(buf, sizeof buf, "8-byte string length (%s)", what);
+        return gguf__need(r, 8, buf);
+    }
+    memcpy(&n, r->p + r->pos, 8); r->pos += 8;
     if (n > gguf__left(r))
         return gguf__fail(r, "string length %llu (%s) at offset %llu runs past the end of the file: "
                           "only %llu bytes follow", (unsigned long long)n, what,
@@ -627,11 +635,17 @@ static int gguf__array(gguf__rd *r, gguf_kv *kv, int depth, const char *key) {
             if (!ss) return gguf__fail(r, "out of memory for %llu strings of KV '%s'", (unsigned long long)n, key);
             kv->arr_str = ss;
         }
-        char what[96];
         for (uint64_t i = 0; i < n; i++) {
             gguf_str s;
-            snprintf(what, sizeof what, "element %llu of array '%.40s'", (unsigned long long)i, key);
-            if (gguf__str(r, &s, what)) return -1;
+            uint64_t len;
+            /* fast path for vocabularies of 150k strings: no message formatting */
+            if (gguf__left(r) >= 8 && (memcpy(&len, r->p + r->pos, 8), len <= gguf__left(r) - 8)) {
+                s.n = len; s.s = (const char *)(r->p + r->pos + 8); r->pos += 8 + (size_t)len;
+            } else {
+                char what[96];
+                snprintf(what, sizeof what, "element %llu of array '%.40s'", (unsigned long long)i, key);
+                if (gguf__str(r, &s, what)) return -1;
+            }
             if (ss) ss[i] = s;
         }
         return 0;
@@ -679,6 +693,34 @@ static uint64_t gguf__map_slot(const uint32_t *map, uint64_t mask, uint64_t seed
     }
 }
 
+/* Grow an entry array (elsz bytes each, NUL-terminated name pointer at name_off)
+ * from *cap to min(2*cap, n) entries, zeroing the new ones, and rebuild its map
+ * from the *cap entries parsed so far. */
+static int gguf__grow(gguf__rd *r, void **arr, uint64_t *cap, uint64_t n, size_t elsz,
+                      uint32_t **map, uint64_t *mask, uint64_t seed, size_t name_off) {
+    uint64_t nc = *cap ? 2 * *cap : 64;
+    if (nc > n) nc = n;
+    void *na = realloc(*arr, (size_t)nc * elsz);
+    uint64_t nmask;
+    uint32_t *nm = gguf__map_new(nc, &nmask);
+    if (!na || !nm) {
+        free(nm);
+        if (na) *arr = na;
+        return gguf__fail(r, "out of memory for %llu entries", (unsigned long long)nc);
+    }
+    memset((char *)na + (size_t)*cap * elsz, 0, (size_t)(nc - *cap) * elsz);
+    const char *const *names0 = (const char *const *)((const char *)na + name_off);
+    for (uint64_t i = 0; i < *cap; i++) {
+        uint32_t found;
+        const char *nm_i = *(const char *const *)((const char *)names0 + (size_t)i * elsz);
+        uint64_t slot = gguf__map_slot(nm, nmask, seed, nm_i, names0, elsz, &found);
+        nm[slot] = (uint32_t)(i + 1);
+    }
+    free(*map);
+    *arr = na; *map = nm; *mask = nmask; *cap = nc;
+    return 0;
+}
+
 void gguf_close(gguf_file *f) {
     if (!f) return;
     if (f->kv) {
@@ -703,6 +745,7 @@ static char *gguf__strdup(gguf_str s) {
 
 int gguf_parse(gguf_file *f, const uint8_t *data, size_t size, const char *name, char *err, size_t errlen) {
     gguf__rd rd; gguf__rd *r = &rd;
+    uint64_t kv_cap = 0, t_cap = 0, kv_done = 0, t_done = 0;
     memset(f, 0, sizeof *f);
     rd.p = data; rd.size = data ? size : 0; rd.pos = 0; rd.name = name; rd.err = err; rd.errlen = errlen;
     if (err && errlen) err[0] = 0;
@@ -742,26 +785,20 @@ int gguf_parse(gguf_file *f, const uint8_t *data, size_t size, const char *name,
             f->n_kv = 0; f->n_tensors = 0; goto fail;
         }
     }
-    {
-        /* allocate; counts are kept, entries stay zeroed until parsed so that
-         * gguf_close can free a partial parse */
-        const uint64_t nkv = f->n_kv, nt = f->n_tensors;
-        f->kv = (gguf_kv *)calloc(nkv ? (size_t)nkv : 1, sizeof(gguf_kv));
-        f->tensors = (gguf_tensor *)calloc(nt ? (size_t)nt : 1, sizeof(gguf_tensor));
-        f->kv_map_ = gguf__map_new(nkv, &f->kv_mask_);
-        f->tensor_map_ = gguf__map_new(nt, &f->tensor_mask_);
-        if (!f->kv || !f->tensors || !f->kv_map_ || !f->tensor_map_) {
-            gguf__fail(r, "out of memory for %llu KVs and %llu tensors", (unsigned long long)nkv, (unsigned long long)nt);
-            goto fail;
-        }
-        f->seed_ = (uint64_t)(uintptr_t)f->kv * 0x9e3779b97f4a7c15ull ^ (uint64_t)size;
-    }
+    /* Entry arrays grow as entries are actually parsed (each one consumed at least
+     * 13 / 32 bytes of the file), so a hostile count in a short file allocates
+     * nothing big; the lookup maps grow with them. */
+    f->seed_ = ((uint64_t)(uintptr_t)f ^ ((uint64_t)(uintptr_t)data << 17)) * 0x9e3779b97f4a7c15ull ^ (uint64_t)size;
 
     /* key-value pairs */
     for (uint64_t i = 0; i < f->n_kv; i++) {
+        if (i == kv_cap && gguf__grow(r, (void **)&f->kv, &kv_cap, f->n_kv, sizeof(gguf_kv),
+                                      &f->kv_map_, &f->kv_mask_, f->seed_, offsetof(gguf_kv, key)))
+            goto fail;
+        kv_done = i + 1;   /* zeroed entry: owned by the cleanup from now on */
         gguf_kv *kv = &f->kv[i];
         char what[128];
-        gguf_str key;
+        gguf_str key = {0, NULL};
         kv->offset = r->pos;
         snprintf(what, sizeof what, "key of KV %llu", (unsigned long long)i);
         if (gguf__str(r, &key, what)) goto fail;
@@ -831,9 +868,13 @@ int gguf_parse(gguf_file *f, const uint8_t *data, size_t size, const char *name,
 
     /* tensor infos */
     for (uint64_t i = 0; i < f->n_tensors; i++) {
+        if (i == t_cap && gguf__grow(r, (void **)&f->tensors, &t_cap, f->n_tensors, sizeof(gguf_tensor),
+                                     &f->tensor_map_, &f->tensor_mask_, f->seed_, offsetof(gguf_tensor, name)))
+            goto fail;
+        t_done = i + 1;
         gguf_tensor *t = &f->tensors[i];
         char what[320];
-        gguf_str nm;
+        gguf_str nm = {0, NULL};
         t->info_offset = r->pos;
         snprintf(what, sizeof what, "name of tensor %llu", (unsigned long long)i);
         if (gguf__str(r, &nm, what)) goto fail;
@@ -945,6 +986,7 @@ fail:
         /* free what was built but keep the caller's error; leave f zeroed */
         gguf_file tmp = *f;
         tmp.mapped = 0;
+        tmp.n_kv = kv_done; tmp.n_tensors = t_done;
         gguf_close(&tmp);
         memset(f, 0, sizeof *f);
     }

@@ -7,51 +7,51 @@ Q="$BIN -m $M --cpu -t 2"
 
 # --- tokenize
 run $Q --tokenize -p "hello world<|im_end|>"
-check "--tokenize prints a JSON array" python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); assert isinstance(a,list) and all(isinstance(i,int) for i in a) and len(a)>2' $TMP/out
-IM_END=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[-1])' $TMP/out)
+check "--tokenize prints a JSON array" $PY -c 'import json,sys; a=json.load(open(sys.argv[1])); assert isinstance(a,list) and all(isinstance(i,int) for i in a) and len(a)>2' $TMP/out
+IM_END=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))[-1])' $TMP/out)
 run $Q --tokenize --no-parse-special -p "hello world<|im_end|>"
-check "--no-parse-special keeps <|im_end|> as text" python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); assert int(sys.argv[2]) not in a and len(a)>3' $TMP/out "$IM_END"
+check "--no-parse-special keeps <|im_end|> as text" $PY -c 'import json,sys; a=json.load(open(sys.argv[1])); assert int(sys.argv[2]) not in a and len(a)>3' $TMP/out "$IM_END"
 
 # --- one prompt, greedy: deterministic, same through -p, -f, stdin
 run $Q -p "Tell me a story" -n 12 --temp 0 --json
 cp $TMP/out $TMP/p.json
-check "-p --json: valid object with 12 generated ids" python3 -c '
+check "-p --json: valid object with 12 generated ids" $PY -c '
 import json,sys; d=json.load(open(sys.argv[1]))
 assert d["stop"] in ("length","eos"), d
 assert len(d["generated_ids"]) == 12 or d["stop"]=="eos"
 assert isinstance(d["text"], str) and d["timings"]["prompt_ms"] >= 0' $TMP/p.json
 printf 'Tell me a story' > $TMP/prompt.txt
 run $Q -f $TMP/prompt.txt -n 12 --temp 0 --json
-check "-f gives the same reply as -p" python3 -c 'import json,sys; a,b=[json.load(open(f)) for f in sys.argv[1:]]; assert a["generated_ids"]==b["generated_ids"] and a["prompt_ids"]==b["prompt_ids"]' $TMP/p.json $TMP/out
+check "-f gives the same reply as -p" $PY -c 'import json,sys; a,b=[json.load(open(f)) for f in sys.argv[1:]]; assert a["generated_ids"]==b["generated_ids"] and a["prompt_ids"]==b["prompt_ids"]' $TMP/p.json $TMP/out
 echo "Tell me a story" | $Q -n 12 --temp 0 --json >$TMP/out 2>$TMP/err
-check "stdin gives the same reply as -p" python3 -c 'import json,sys; a,b=[json.load(open(f)) for f in sys.argv[1:]]; assert a["generated_ids"]==b["generated_ids"]' $TMP/p.json $TMP/out
+check "stdin gives the same reply as -p" $PY -c 'import json,sys; a,b=[json.load(open(f)) for f in sys.argv[1:]]; assert a["generated_ids"]==b["generated_ids"]' $TMP/p.json $TMP/out
 run $Q -p "Tell me a story" -n 12 --temp 0
-TEXT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["text"])' $TMP/p.json)
+TEXT=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["text"])' $TMP/p.json)
 check "streamed text equals the --json text" test "$(cat $TMP/out)" = "$TEXT"
 check "timings go to stderr, not stdout" bash -c "grep -q 'tok/s' $TMP/err && ! grep -q 'tok/s' $TMP/out"
 
 # --- --prompt-ids reproduces the templated prompt
-IDS=$(python3 -c 'import json,sys; print(",".join(map(str,json.load(open(sys.argv[1]))["prompt_ids"])))' $TMP/p.json)
+IDS=$($PY -c 'import json,sys; print(",".join(map(str,json.load(open(sys.argv[1]))["prompt_ids"])))' $TMP/p.json)
 run $Q --prompt-ids "$IDS" -n 12 --temp 0 --json
-check "--prompt-ids gives the same reply" python3 -c 'import json,sys; a,b=[json.load(open(f)) for f in sys.argv[1:]]; assert a["generated_ids"]==b["generated_ids"]' $TMP/p.json $TMP/out
+check "--prompt-ids gives the same reply" $PY -c 'import json,sys; a,b=[json.load(open(f)) for f in sys.argv[1:]]; assert a["generated_ids"]==b["generated_ids"]' $TMP/p.json $TMP/out
 
 # --- sampling: seeded and reproducible, different seeds differ somewhere
 run $Q -p "Once upon" -n 24 --temp 1.0 --top-k 0 --top-p 1 -s 7 --json; cp $TMP/out $TMP/s7a
 run $Q -p "Once upon" -n 24 --temp 1.0 --top-k 0 --top-p 1 -s 7 --json; cp $TMP/out $TMP/s7b
 run $Q -p "Once upon" -n 24 --temp 1.0 --top-k 0 --top-p 1 -s 8 --json; cp $TMP/out $TMP/s8
-check "same seed, same sample" python3 -c 'import json,sys; a,b=[json.load(open(f))["generated_ids"] for f in sys.argv[1:]]; assert a==b' $TMP/s7a $TMP/s7b
-check "other seed, other sample" python3 -c 'import json,sys; a,b=[json.load(open(f))["generated_ids"] for f in sys.argv[1:]]; assert a!=b' $TMP/s7a $TMP/s8
+check "same seed, same sample" $PY -c 'import json,sys; a,b=[json.load(open(f))["generated_ids"] for f in sys.argv[1:]]; assert a==b' $TMP/s7a $TMP/s7b
+check "other seed, other sample" $PY -c 'import json,sys; a,b=[json.load(open(f))["generated_ids"] for f in sys.argv[1:]]; assert a!=b' $TMP/s7a $TMP/s8
 
 # --- --dump-logits: rows = prompt + generated - 1, greedy tokens are the rows' argmax
 run $Q -p "abc" -n 5 --temp 0 --json --dump-logits $TMP/l.bin
-check "--dump-logits rows and argmax" python3 -c '
+check "--dump-logits rows and argmax" $PY -c '
 import json,sys,numpy as np
 d=json.load(open(sys.argv[1])); V=int(sys.argv[3])
 x=np.fromfile(sys.argv[2],dtype="<f4"); n=len(d["prompt_ids"])+len(d["generated_ids"])-1
 assert x.size == n*V, (x.size, n, V)
 x=x.reshape(n,V); g=d["generated_ids"]; P=len(d["prompt_ids"])
 for i,t in enumerate(g): assert int(np.argmax(x[P-1+i]))==t
-assert np.isfinite(x).all()' $TMP/out $TMP/l.bin "$(python3 -c 'import sys;sys.path.insert(0,"tests");' ; $BIN -m $M --cpu --json --prompt-ids 1 -n 0 --dump-logits $TMP/one.bin >/dev/null 2>&1; echo $(( $(stat -c %s $TMP/one.bin) / 4 )))"
+assert np.isfinite(x).all()' $TMP/out $TMP/l.bin "$($PY -c 'import sys;sys.path.insert(0,"tests");' ; $BIN -m $M --cpu --json --prompt-ids 1 -n 0 --dump-logits $TMP/one.bin >/dev/null 2>&1; echo $(( $(stat -c %s $TMP/one.bin) / 4 )))"
 
 # --- -n 0 evaluates the prompt only
 run $Q -p "hello" -n 0
@@ -59,7 +59,7 @@ check "-n 0 prints no reply and exits 0" bash -c "[ $RC -eq 0 ] && [ ! -s $TMP/o
 
 # --- batch lines: one reply per line, each with a fresh context
 printf 'Tell me a story\nsecond line\n\nthird\n' | $Q --batch-lines -n 6 --temp 0 --json >$TMP/out 2>$TMP/err
-check "--batch-lines --json: one object per line, first equals the single run" python3 -c '
+check "--batch-lines --json: one object per line, first equals the single run" $PY -c '
 import json,sys
 rows=[json.loads(l) for l in open(sys.argv[1])]
 assert len(rows)==4, len(rows)
@@ -70,11 +70,11 @@ assert rows[0]["generated_ids"]==single["generated_ids"][:6]' $TMP/out $TMP/p.js
 run $Q -p "$(printf 'word %.0s' $(seq 1 200))" -c 64 -n 4
 check "a prompt longer than the context is an error (exit 4)" bash -c "[ $RC -eq 4 ] && grep -q 'context' $TMP/err"
 run $Q -p "hi" -c 40 -n 100 --temp 0 --json
-check "generation stops cleanly at the end of the context" python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["stop"] in ("context","eos"), d["stop"]' $TMP/out
+check "generation stops cleanly at the end of the context" $PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["stop"] in ("context","eos"), d["stop"]' $TMP/out
 
 # --- raw mode and invalid UTF-8
 run $Q --raw -p "plain text" -n 3 --temp 0 --json
-check "--raw has no template tokens" python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert int(sys.argv[2]) not in d["prompt_ids"]' $TMP/out "$IM_END"
+check "--raw has no template tokens" $PY -c 'import json,sys; d=json.load(open(sys.argv[1])); assert int(sys.argv[2]) not in d["prompt_ids"]' $TMP/out "$IM_END"
 printf 'bad \xff\xfe bytes \xc3' > $TMP/bad.txt
 run $Q -f $TMP/bad.txt -n 3 --temp 0
 check "invalid UTF-8 in the prompt is handled" test $RC -eq 0
@@ -104,7 +104,7 @@ printf 'Hello there\nAnd again\n/exit\n' | $Q -i --no-think -n 6 --temp 0 >$TMP/
 check "-i reads turns until /exit" bash -c "[ $RC -eq 0 ] && [ \$(wc -l < $TMP/chat) -ge 2 ]"
 run $Q --no-think -p "Hello there" -n 6 --temp 0 --json; cp $TMP/out $TMP/t1
 NL_TURN=$($Q --tokenize -p $'\n<|im_start|>user\nAnd again<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n' 2>/dev/null)
-HIST=$(python3 -c '
+HIST=$($PY -c '
 import json,sys
 d=json.load(open(sys.argv[1])); im_end=int(sys.argv[2]); rest=json.loads(sys.argv[3])
 g=d["generated_ids"]
