@@ -52,13 +52,21 @@ tests/node_modules: tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The embedded default model: small, random weights, real architecture, Q4_K_M mix
+$(BUILD)/models/default.gguf: $(BUILD)/gen_model
+	mkdir -p $(dir $@)
+	$(BUILD)/gen_model -o $@ --preset tiny --mix q4_k_m --seed 42 -q
+
+run: qwen3moe $(BUILD)/models/default.gguf
+	./qwen3moe -m $(BUILD)/models/default.gguf -p "Write a haiku about GPUs" -n 48 -s 1
+
 test: all $(BUILD)/asan/qwen3moe tests/node_modules
 	tests/run.sh
 
 clean:
 	rm -rf $(BUILD) qwen3moe
 
-.PHONY: all test clean cpu-only-note
+.PHONY: all test run clean cpu-only-note
 
 # GPU tests (kernel tests, parity runs, compute-sanitizer): run on the device machine
 -include tests/gpu/gpu.mk
