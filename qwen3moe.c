@@ -59,7 +59,7 @@ static const char *g_prog = "qwen3moe";
 #include <setjmp.h>
 static jmp_buf *g_die_jump = NULL;
 
-static void die(int code, const char *fmt, ...) {
+__attribute__((noreturn, format(printf, 2, 3))) static void die(int code, const char *fmt, ...) {
     va_list ap;
     if (g_die_jump) longjmp(*g_die_jump, code);
     va_start(ap, fmt);
@@ -378,6 +378,12 @@ static void load_weights(Model *m) {
         bind_layer_tensor(m, &L->ffn_up_exps, il, "ffn_up_exps.weight", E, F, NE);
         bind_layer_tensor(m, &L->ffn_down_exps, il, "ffn_down_exps.weight", F, E, NE);
     }
+    for (uint64_t i = 0; i < m->gguf.n_tensors; i++) {
+        int il;
+        if (sscanf(m->gguf.tensors[i].name, "blk.%d.", &il) == 1 && (il < 0 || il >= c->n_layer))
+            die(EXIT_MODEL, "%s: tensor '%s' belongs to layer %d, but qwen3moe.block_count is %d", m->path,
+                m->gguf.tensors[i].name, il, c->n_layer);
+    }
     bind_tensor(m, &m->w.output_norm, "output_norm.weight", E, 1, 1);
     if (gguf_find_tensor(&m->gguf, "output.weight")) {
         bind_tensor(m, &m->w.output, "output.weight", E, c->n_vocab, 1);
@@ -397,7 +403,7 @@ static void model_open(Model *m, const char *path) {
 }
 
 /* The same from bytes in memory (the fuzz harnesses use it). */
-static void model_open_memory(Model *m, const uint8_t *data, size_t size, const char *name) {
+__attribute__((unused)) static void model_open_memory(Model *m, const uint8_t *data, size_t size, const char *name) {
     char err[512];
     memset(m, 0, sizeof *m);
     m->path = name;
@@ -520,7 +526,7 @@ static void tokenizer_load(Tokenizer *t, const Model *m) {
     if (types && (types->type != GGUF_KV_ARRAY || types->arr_n != (uint64_t)n || !kv_is_int(types->arr_type)))
         die(EXIT_MODEL, "%s: key 'tokenizer.ggml.token_type': expected an integer array of %d entries", path, n);
 
-    t->text = xmalloc(n * sizeof(char *));
+    t->text = xcalloc(n, sizeof(char *));
     t->len = xmalloc(n * sizeof(int));
     t->type = xmalloc(n * sizeof(int));
     sh_new_arena(t->ids);
@@ -802,7 +808,10 @@ static void stream_push(TextStream *ts, const char *bytes, int n) {
     while (ok < total) {
         int k = utf8_len((uint8_t)tmp[ok]);
         if (k == 0) { ok++; continue; }            /* a stray byte: pass it through */
-        if (ok + k > total) break;                  /* incomplete: hold it back */
+        int c = 1;                                  /* continuation bytes present */
+        while (c < k && ok + c < total && ((uint8_t)tmp[ok + c] & 0xC0) == 0x80) c++;
+        if (c < k && ok + c == total) break;        /* incomplete so far: hold it back */
+        if (c < k || !utf8_valid_seq((const uint8_t *)tmp + ok, k)) { ok++; continue; }   /* malformed: pass the lead byte alone */
         ok += k;
     }
     stream_emit(ts, tmp, ok);
@@ -821,16 +830,16 @@ static void stream_finish(TextStream *ts) {
 /* --- the Qwen3 chat template (ChatML) ---------------------------------------
  * <|im_start|>system\n{sys}<|im_end|>\n<|im_start|>user\n{msg}<|im_end|>\n<|im_start|>assistant\n
  * and, with thinking off, an empty <think>\n\n</think>\n\n block after it. */
-static void chat_append(const Tokenizer *t, int **ids, const char *role, const char *content, int parse_special) {
+static void chat_append(const Tokenizer *t, int **ids, const char *role, const char *content, size_t cn, int parse_special) {
     if (t->im_start < 0 || t->im_end < 0) die(EXIT_MODEL, "the vocabulary has no <|im_start|>/<|im_end|>: use --raw");
     arrput(*ids, t->im_start);
     int *r = tokenize(t, role, strlen(role), 0);
     for (ptrdiff_t i = 0; i < arrlen(r); i++) arrput(*ids, r[i]);
     arrfree(r);
-    size_t cn = strlen(content);
     char *body = xmalloc(cn + 2);
     body[0] = '\n';
-    memcpy(body + 1, content, cn + 1);
+    memcpy(body + 1, content, cn);
+    body[cn + 1] = 0;
     r = tokenize(t, body, cn + 1, parse_special);
     for (ptrdiff_t i = 0; i < arrlen(r); i++) arrput(*ids, r[i]);
     arrfree(r);
@@ -1510,6 +1519,7 @@ static int *parse_id_list(const char *s, int n_vocab) {
         p = end;
         if (*p && *p != ',' && *p != ' ' && *p != '\n' && *p != '\t') die(EXIT_USAGE, "--prompt-ids: unexpected '%c' after %ld", *p, v);
     }
+    if (arrlen(ids) == 0) die(EXIT_USAGE, "--prompt-ids: no token ids in '%.20s'", s);
     return ids;
 }
 
@@ -1520,8 +1530,8 @@ static int *build_prompt(const Options *o, const Tokenizer *t, const char *text,
     char *msg = xmalloc(n + 1);
     memcpy(msg, text, n);
     msg[n] = 0;
-    if (with_system && o->system) chat_append(t, &ids, "system", o->system, o->parse_special);
-    chat_append(t, &ids, "user", msg, o->parse_special);
+    if (with_system && o->system) chat_append(t, &ids, "system", o->system, strlen(o->system), o->parse_special);
+    chat_append(t, &ids, "user", msg, n, o->parse_special);
     chat_open_assistant(t, &ids, o->think);
     free(msg);
     return ids;
