@@ -1,0 +1,1906 @@
+/* qwen3moe_cuda.cu — the Qwen3-MoE forward pass on an NVIDIA GPU.
+ *
+ * Upload: every weight goes to the device once, in its GGUF quant type (experts
+ * are not expanded); the small ones (norms, router) are converted to f32.
+ *
+ * Decode (one token): memory-bound. Each matvec reads every weight byte once;
+ * the activation vector is quantized once to int8 blocks of 32 (scale per block,
+ * like ggml's q8_1) so the quantized types run on dp4a; F32/F16/BF16 weights use
+ * the f32 activations. The router's top-k, the expert dispatch and the argmax stay
+ * on the device; the whole step is one CUDA graph whose token and position come
+ * from device memory, replayed per token.
+ *
+ * Prefill (n tokens): compute-bound. Weights are dequantized to f16 into a
+ * scratch buffer and multiplied with cuBLAS (tensor cores, f32 accumulate);
+ * tokens are grouped by expert (one host round trip per layer for the counts);
+ * attention runs causally over the cache, which already holds the batch.
+ *
+ * Every kernel has a one-line note on the bytes it moves and why it has its shape.
+ */
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <cublas_v2.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <algorithm>
+#include <vector>
+#include "qwen3moe.h"
+#include "gguf.h"
+
+/* ------------------------------------------------------------------ helpers */
+#define WARP 32
+#define NTHR 256               /* threads per block of the matvec kernels: 8 warps */
+#define ATT_CH 256             /* positions per attention chunk (decode) */
+#define ATT_HB 8               /* query heads per attention block */
+#define NB_MAX 512             /* tokens per prefill chunk */
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+#define CK(call)                                                                                    \
+    do {                                                                                            \
+        cudaError_t e_ = (call);                                                                    \
+        if (e_ != cudaSuccess) {                                                                    \
+            seterr(err, errlen, "%s failed: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, __LINE__); \
+            return -1;                                                                              \
+        }                                                                                           \
+    } while (0)
+#define CKB(call)                                                                                   \
+    do {                                                                                            \
+        cublasStatus_t s_ = (call);                                                                 \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                          \
+            seterr(err, errlen, "%s failed: cuBLAS status %d (%s:%d)", #call, (int)s_, __FILE__, __LINE__); \
+            return -1;                                                                              \
+        }                                                                                           \
+    } while (0)
+#define CKL() CK(cudaGetLastError())
+
+static inline int cdiv(long a, long b) { return (int)((a + b - 1) / b); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* two 16-bit loads: blocks of most quant types are only 2-byte aligned */
+__device__ __forceinline__ uint32_t ld2x16(const uint8_t *p) {
+    const uint16_t *q = (const uint16_t *)p;
+    return (uint32_t)q[0] | ((uint32_t)q[1] << 16);
+}
+__device__ __forceinline__ uint32_t ld32(const uint8_t *p) { return *(const uint32_t *)p; }
+__device__ __forceinline__ float ldh(const uint8_t *p) {
+    return __half2float(__ushort_as_half(*(const unsigned short *)p));
+}
+__device__ __forceinline__ float bf16f(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+
+__device__ __forceinline__ int iq4_lookup(uint32_t v) {   /* 4 nibbles (low bits of each byte) -> 4 int8 table values */
+    const uint32_t t0 = 0xBFAD9881u, t1 = 0xF6EADDCFu, t2 = 0x26190D01u, t3 = 0x71594535u;
+    const uint32_t sel = (v & 0x7u) | ((v >> 4) & 0x70u) | ((v >> 8) & 0x700u) | ((v >> 12) & 0x7000u);
+    const uint32_t a = __byte_perm(t0, t1, sel), b = __byte_perm(t2, t3, sel);
+    const uint32_t mask = ((v >> 3) & 0x01010101u) * 0xFFu;
+    return (int)((a & ~mask) | (b & mask));
+}
+__constant__ signed char c_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+static bool type_supported(uint32_t t) {
+    switch (t) {
+    case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0:
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q2_K: case GGML_TYPE_Q3_K:
+    case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K: case GGML_TYPE_IQ4_NL: case GGML_TYPE_IQ4_XS:
+        return true;
+    default: return false;
+    }
+}
+__host__ __device__ static inline bool type_is_float_d(int t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
+
+/* ======================================================================
+ * Dequantization of 8 consecutive elements (prefill tiles, fallbacks, tests).
+ * e0 is a multiple of 8; for float types fewer than 8 may remain (n).
+ * ==================================================================== */
+__device__ void dq8(int type, const uint8_t *row, int e0, int n, float *y) {
+    switch (type) {
+    case GGML_TYPE_F32: for (int j = 0; j < n; j++) y[j] = __ldg((const float *)row + e0 + j); break;
+    case GGML_TYPE_F16: for (int j = 0; j < n; j++) y[j] = __half2float(__ushort_as_half(__ldg((const unsigned short *)row + e0 + j))); break;
+    case GGML_TYPE_BF16: for (int j = 0; j < n; j++) y[j] = bf16f(__ldg((const unsigned short *)row + e0 + j)); break;
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_IQ4_NL: {
+        const int bs = type == GGML_TYPE_Q4_1 ? 20 : 18, qo = type == GGML_TYPE_Q4_1 ? 4 : 2;
+        const uint8_t *b = row + (e0 / 32) * bs;
+        const int i = e0 % 32, sh = i < 16 ? 0 : 4, o = i & 15;
+        const float d = ldh(b), m = type == GGML_TYPE_Q4_1 ? ldh(b + 2) : 0.f;
+        for (int j = 0; j < 8; j++) {
+            const int q = (b[qo + o + j] >> sh) & 15;
+            y[j] = type == GGML_TYPE_Q4_0 ? (float)(q - 8) * d : type == GGML_TYPE_Q4_1 ? (float)q * d + m : d * (float)c_kvalues_iq4nl[q];
+        }
+        break;
+    }
+    case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: {
+        const bool one = type == GGML_TYPE_Q5_1;
+        const uint8_t *b = row + (e0 / 32) * (one ? 24 : 22);
+        const int i = e0 % 32, sh = i < 16 ? 0 : 4, o = i & 15;
+        const float d = ldh(b), m = one ? ldh(b + 2) : 0.f;
+        const uint8_t *qhp = b + (one ? 4 : 2), *qs = b + (one ? 8 : 6);
+        const uint32_t qh = (uint32_t)qhp[0] | ((uint32_t)qhp[1] << 8) | ((uint32_t)qhp[2] << 16) | ((uint32_t)qhp[3] << 24);
+        for (int j = 0; j < 8; j++) {
+            const int q = ((qs[o + j] >> sh) & 15) | (((qh >> (i + j)) & 1) << 4);
+            y[j] = one ? (float)q * d + m : (float)(q - 16) * d;
+        }
+        break;
+    }
+    case GGML_TYPE_Q8_0: {
+        const uint8_t *b = row + (e0 / 32) * 34;
+        const float d = ldh(b);
+        for (int j = 0; j < 8; j++) y[j] = (float)(int8_t)b[2 + e0 % 32 + j] * d;
+        break;
+    }
+    case GGML_TYPE_Q2_K: {
+        const uint8_t *b = row + (e0 / 256) * 84;
+        const int r = e0 % 256, h = r / 128, s = (r % 128) / 32, k = (r % 32) / 16, l = r % 16;
+        const uint8_t sc = b[8 * h + 2 * s + k];
+        const float dl = ldh(b + 80) * (float)(sc & 15), ml = ldh(b + 82) * (float)(sc >> 4);
+        for (int j = 0; j < 8; j++) y[j] = dl * (float)((b[16 + 32 * h + 16 * k + l + j] >> (2 * s)) & 3) - ml;
+        break;
+    }
+    case GGML_TYPE_Q3_K: {
+        const uint8_t *b = row + (e0 / 256) * 110;
+        const int r = e0 % 256, h = r / 128, s = (r % 128) / 32, k = (r % 32) / 16, l = r % 16;
+        const int g = 8 * h + 2 * s + k;
+        const uint8_t *sp = b + 96;
+        const int lo = g < 8 ? (sp[g] & 15) : (sp[g - 8] >> 4), hi = (sp[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
+        const float dl = ldh(b + 108) * (float)((lo | (hi << 4)) - 32);
+        for (int j = 0; j < 8; j++) {
+            const int q = (b[32 + 32 * h + 16 * k + l + j] >> (2 * s)) & 3;
+            const int hb = (b[16 * k + l + j] >> (4 * h + s)) & 1;
+            y[j] = dl * (float)(q - (hb ? 0 : 4));
+        }
+        break;
+    }
+    case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: {
+        const bool five = type == GGML_TYPE_Q5_K;
+        const uint8_t *b = row + (e0 / 256) * (five ? 176 : 144);
+        const int r = e0 % 256, c = r / 64, u = r % 64, g = 2 * c + (u >= 32), l = u % 32;
+        const uint8_t *s = b + 4;
+        int sc, m;
+        if (g < 4) { sc = s[g] & 63; m = s[g + 4] & 63; }
+        else { sc = (s[g + 4] & 15) | ((s[g - 4] >> 6) << 4); m = (s[g + 4] >> 4) | ((s[g] >> 6) << 4); }
+        const float dl = ldh(b) * (float)sc, ml = ldh(b + 2) * (float)m;
+        const uint8_t *qs = b + (five ? 48 : 16) + 32 * c;
+        for (int j = 0; j < 8; j++) {
+            int q = (qs[l + j] >> (u >= 32 ? 4 : 0)) & 15;
+            if (five) q |= ((b[16 + l + j] >> g) & 1) << 4;
+            y[j] = dl * (float)q - ml;
+        }
+        break;
+    }
+    case GGML_TYPE_Q6_K: {
+        const uint8_t *b = row + (e0 / 256) * 210;
+        const int r = e0 % 256, h = r / 128, rr = r % 128, t = rr / 32, l = rr % 32;
+        const float dd = ldh(b + 208) * (float)(int8_t)b[192 + 8 * h + 2 * t + l / 16];
+        for (int j = 0; j < 8; j++) {
+            const int q = ((b[64 * h + l + j + 32 * (t & 1)] >> (4 * (t >> 1))) & 15) | (((b[128 + 32 * h + l + j] >> (2 * t)) & 3) << 4);
+            y[j] = dd * (float)(q - 32);
+        }
+        break;
+    }
+    case GGML_TYPE_IQ4_XS: {
+        const uint8_t *b = row + (e0 / 256) * 136;
+        const int r = e0 % 256, ib = r / 32, u = r % 32;
+        const uint16_t sh = (uint16_t)(b[2] | (b[3] << 8));
+        const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4);
+        const float dl = ldh(b) * (float)(ls - 32);
+        for (int j = 0; j < 8; j++) y[j] = dl * (float)c_kvalues_iq4nl[(b[8 + 16 * ib + (u & 15) + j] >> (u >= 16 ? 4 : 0)) & 15];
+        break;
+    }
+    default: for (int j = 0; j < n; j++) y[j] = 0.f; break;
+    }
+}
+
+/* Dequantize rows [0, nrows) of a weight to f16, row r to out + r*ld. Reads the
+ * quantized rows once and writes 2 bytes per element; one thread per 8 elements. */
+__global__ void k_dequant_f16(const uint8_t *__restrict__ w, int type, int ncols, size_t rb, int nrows, __half *__restrict__ out, long ld) {
+    const int per_row = (ncols + 7) / 8;
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)per_row * nrows) return;
+    const int r = (int)(i / per_row), e0 = (int)(i % per_row) * 8;
+    const int n = min(8, ncols - e0);
+    float y[8];
+    dq8(type, w + (size_t)r * rb, e0, n, y);
+    __half *o = out + (size_t)r * ld + e0;
+    for (int j = 0; j < n; j++) o[j] = __float2half(y[j]);
+}
+
+/* ======================================================================
+ * Quantized matvec building blocks. One warp walks a row in steps of 256
+ * elements; each lane takes 8 weights per step, chosen so that the lanes of a
+ * warp read one contiguous run of quant bytes (coalesced) and adjacent int8
+ * activations. x is int8 in blocks of 32 with an f32 scale per block.
+ * ==================================================================== */
+struct XPos { int p0, p1, g0, g1; };
+
+template <int T> struct QT;
+
+#define QT_32(TYPE)                                                                                  \
+    static __device__ __forceinline__ bool xmap(int it, int lane, int nb, XPos &p) {                 \
+        const int b = it * 8 + lane / 4, j = lane % 4;                                               \
+        if (b >= nb) return false;                                                                   \
+        p.p0 = 32 * b + 4 * j; p.p1 = p.p0 + 16; p.g0 = p.g1 = b;                                    \
+        return true;                                                                                 \
+    }
+
+template <> struct QT<GGML_TYPE_Q4_0> {
+    enum { BS = 18, BLK = 32 };
+    QT_32(Q4_0)
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + (it * 8 + lane / 4) * 18;
+        const uint32_t q = ld2x16(b + 2 + 4 * (lane % 4));
+        const int sumi = __dp4a((int)(q & 0x0F0F0F0Fu), x0, __dp4a((int)((q >> 4) & 0x0F0F0F0Fu), x1, 0));
+        return ldh(b) * d0 * (float)(sumi - 8 * (s0 + s1));
+    }
+};
+template <> struct QT<GGML_TYPE_Q4_1> {
+    enum { BS = 20, BLK = 32 };
+    QT_32(Q4_1)
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + (it * 8 + lane / 4) * 20;
+        const uint32_t q = ld2x16(b + 4 + 4 * (lane % 4));
+        const int sumi = __dp4a((int)(q & 0x0F0F0F0Fu), x0, __dp4a((int)((q >> 4) & 0x0F0F0F0Fu), x1, 0));
+        return ldh(b) * d0 * (float)sumi + ldh(b + 2) * d0 * (float)(s0 + s1);
+    }
+};
+__device__ __forceinline__ uint32_t spread4(uint32_t h) {   /* 4 bits -> bit 4 of each byte */
+    return ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25);
+}
+template <> struct QT<GGML_TYPE_Q5_0> {
+    enum { BS = 22, BLK = 32 };
+    QT_32(Q5_0)
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + (it * 8 + lane / 4) * 22;
+        const int j = lane % 4;
+        const uint32_t q = ld2x16(b + 6 + 4 * j), qh = ld2x16(b + 2);
+        const uint32_t lo = (q & 0x0F0F0F0Fu) | spread4((qh >> (4 * j)) & 15u);
+        const uint32_t hi = ((q >> 4) & 0x0F0F0F0Fu) | spread4((qh >> (4 * j + 16)) & 15u);
+        const int sumi = __dp4a((int)lo, x0, __dp4a((int)hi, x1, 0));
+        return ldh(b) * d0 * (float)(sumi - 16 * (s0 + s1));
+    }
+};
+template <> struct QT<GGML_TYPE_Q5_1> {
+    enum { BS = 24, BLK = 32 };
+    QT_32(Q5_1)
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + (it * 8 + lane / 4) * 24;
+        const int j = lane % 4;
+        const uint32_t q = ld2x16(b + 8 + 4 * j), qh = ld2x16(b + 4);
+        const uint32_t lo = (q & 0x0F0F0F0Fu) | spread4((qh >> (4 * j)) & 15u);
+        const uint32_t hi = ((q >> 4) & 0x0F0F0F0Fu) | spread4((qh >> (4 * j + 16)) & 15u);
+        const int sumi = __dp4a((int)lo, x0, __dp4a((int)hi, x1, 0));
+        return ldh(b) * d0 * (float)sumi + ldh(b + 2) * d0 * (float)(s0 + s1);
+    }
+};
+template <> struct QT<GGML_TYPE_IQ4_NL> {
+    enum { BS = 18, BLK = 32 };
+    QT_32(IQ4_NL)
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + (it * 8 + lane / 4) * 18;
+        const uint32_t q = ld2x16(b + 2 + 4 * (lane % 4));
+        const int sumi = __dp4a(iq4_lookup(q & 0x0F0F0F0Fu), x0, __dp4a(iq4_lookup((q >> 4) & 0x0F0F0F0Fu), x1, 0));
+        return ldh(b) * d0 * (float)sumi;
+    }
+};
+template <> struct QT<GGML_TYPE_Q8_0> {
+    enum { BS = 34, BLK = 32 };
+    static __device__ __forceinline__ bool xmap(int it, int lane, int nb, XPos &p) {
+        const int b = it * 8 + lane / 4, j = lane % 4;
+        if (b >= nb) return false;
+        p.p0 = 32 * b + 8 * j; p.p1 = p.p0 + 4; p.g0 = p.g1 = b;
+        return true;
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + (it * 8 + lane / 4) * 34;
+        const uint8_t *q = b + 2 + 8 * (lane % 4);
+        const int sumi = __dp4a((int)ld2x16(q), x0, __dp4a((int)ld2x16(q + 4), x1, 0));
+        return ldh(b) * d0 * (float)sumi;
+    }
+};
+template <> struct QT<GGML_TYPE_IQ4_XS> {
+    enum { BS = 136, BLK = 256 };
+    static __device__ __forceinline__ bool xmap(int it, int lane, int nb, XPos &p) {
+        const int ib = lane / 4, j = lane % 4;
+        p.p0 = it * 256 + 32 * ib + 4 * j; p.p1 = p.p0 + 16; p.g0 = p.g1 = it * 8 + ib;
+        return true;
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + it * 136;
+        const int ib = lane / 4, j = lane % 4;
+        const uint32_t q = ld32(b + 8 + 16 * ib + 4 * j);
+        const uint32_t sh = *(const unsigned short *)(b + 2);
+        const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4);
+        const int sumi = __dp4a(iq4_lookup(q & 0x0F0F0F0Fu), x0, __dp4a(iq4_lookup((q >> 4) & 0x0F0F0F0Fu), x1, 0));
+        return ldh(b) * (float)(ls - 32) * d0 * (float)sumi;
+    }
+};
+/* Q2_K and Q3_K: lane = (word w of the 2-bit quants, pair of bit planes) */
+#define QT_K23_XMAP                                                                                  \
+    static __device__ __forceinline__ bool xmap(int it, int lane, int nb, XPos &p) {                 \
+        const int w = lane % 16, s0 = 2 * (lane / 16), h = w / 8, k = (w % 8) / 4, l = 4 * (w % 4);  \
+        p.p0 = it * 256 + 128 * h + 32 * s0 + 16 * k + l; p.p1 = p.p0 + 32;                          \
+        p.g0 = it * 8 + 4 * h + s0; p.g1 = p.g0 + 1;                                                 \
+        return true;                                                                                 \
+    }
+template <> struct QT<GGML_TYPE_Q2_K> {
+    enum { BS = 84, BLK = 256 };
+    QT_K23_XMAP
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + it * 84;
+        const int w = lane % 16, sa = 2 * (lane / 16), h = w / 8, k = (w % 8) / 4;
+        const uint32_t q = ld32(b + 16 + 4 * w);
+        const int sc0 = b[8 * h + 2 * sa + k], sc1 = b[8 * h + 2 * sa + 2 + k];
+        const int v0 = __dp4a((int)((q >> (2 * sa)) & 0x03030303u), x0, 0);
+        const int v1 = __dp4a((int)((q >> (2 * sa + 2)) & 0x03030303u), x1, 0);
+        return ldh(b + 80) * ((float)(sc0 & 15) * d0 * (float)v0 + (float)(sc1 & 15) * d1 * (float)v1) -
+               ldh(b + 82) * ((float)(sc0 >> 4) * d0 * (float)s0 + (float)(sc1 >> 4) * d1 * (float)s1);
+    }
+};
+__device__ __forceinline__ int q3k_scale(const uint8_t *sp, int g) {
+    const int lo = g < 8 ? (sp[g] & 15) : (sp[g - 8] >> 4), hi = (sp[8 + (g & 3)] >> (2 * (g >> 2))) & 3;
+    return (lo | (hi << 4)) - 32;
+}
+template <> struct QT<GGML_TYPE_Q3_K> {
+    enum { BS = 110, BLK = 256 };
+    QT_K23_XMAP
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + it * 110;
+        const int w = lane % 16, sa = 2 * (lane / 16), h = w / 8, k = (w % 8) / 4;
+        const uint32_t q = ld2x16(b + 32 + 4 * w), hm = ld2x16(b + 4 * (w % 8));
+        const uint32_t a0 = ((q >> (2 * sa)) & 0x03030303u) | (((hm >> (4 * h + sa)) & 0x01010101u) << 2);
+        const uint32_t a1 = ((q >> (2 * sa + 2)) & 0x03030303u) | (((hm >> (4 * h + sa + 1)) & 0x01010101u) << 2);
+        const int v0 = __dp4a((int)a0, x0, 0) - 4 * s0, v1 = __dp4a((int)a1, x1, 0) - 4 * s1;
+        const int sc0 = q3k_scale(b + 96, 8 * h + 2 * sa + k), sc1 = q3k_scale(b + 96, 8 * h + 2 * sa + 2 + k);
+        return ldh(b + 108) * ((float)sc0 * d0 * (float)v0 + (float)sc1 * d1 * (float)v1);
+    }
+};
+__device__ __forceinline__ void k4_scale(const uint8_t *s, int j, int &sc, int &m) {
+    if (j < 4) { sc = s[j] & 63; m = s[j + 4] & 63; }
+    else { sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4); m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
+}
+#define QT_K45_XMAP                                                                                  \
+    static __device__ __forceinline__ bool xmap(int it, int lane, int nb, XPos &p) {                 \
+        const int c = lane / 8, t = lane % 8;                                                        \
+        p.p0 = it * 256 + 64 * c + 4 * t; p.p1 = p.p0 + 32; p.g0 = it * 8 + 2 * c; p.g1 = p.g0 + 1;  \
+        return true;                                                                                 \
+    }
+template <> struct QT<GGML_TYPE_Q4_K> {
+    enum { BS = 144, BLK = 256 };
+    QT_K45_XMAP
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + it * 144;
+        const int c = lane / 8, t = lane % 8;
+        const uint32_t q = ld32(b + 16 + 32 * c + 4 * t);
+        int sc0, m0, sc1, m1;
+        k4_scale(b + 4, 2 * c, sc0, m0);
+        k4_scale(b + 4, 2 * c + 1, sc1, m1);
+        const int v0 = __dp4a((int)(q & 0x0F0F0F0Fu), x0, 0), v1 = __dp4a((int)((q >> 4) & 0x0F0F0F0Fu), x1, 0);
+        return ldh(b) * ((float)sc0 * d0 * (float)v0 + (float)sc1 * d1 * (float)v1) -
+               ldh(b + 2) * ((float)m0 * d0 * (float)s0 + (float)m1 * d1 * (float)s1);
+    }
+};
+template <> struct QT<GGML_TYPE_Q5_K> {
+    enum { BS = 176, BLK = 256 };
+    QT_K45_XMAP
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + it * 176;
+        const int c = lane / 8, t = lane % 8;
+        const uint32_t q = ld32(b + 48 + 32 * c + 4 * t), qh = ld32(b + 16 + 4 * t);
+        int sc0, m0, sc1, m1;
+        k4_scale(b + 4, 2 * c, sc0, m0);
+        k4_scale(b + 4, 2 * c + 1, sc1, m1);
+        const uint32_t lo = (q & 0x0F0F0F0Fu) | (((qh >> (2 * c)) & 0x01010101u) << 4);
+        const uint32_t hi = ((q >> 4) & 0x0F0F0F0Fu) | (((qh >> (2 * c + 1)) & 0x01010101u) << 4);
+        const int v0 = __dp4a((int)lo, x0, 0), v1 = __dp4a((int)hi, x1, 0);
+        return ldh(b) * ((float)sc0 * d0 * (float)v0 + (float)sc1 * d1 * (float)v1) -
+               ldh(b + 2) * ((float)m0 * d0 * (float)s0 + (float)m1 * d1 * (float)s1);
+    }
+};
+template <> struct QT<GGML_TYPE_Q6_K> {
+    enum { BS = 210, BLK = 256 };
+    static __device__ __forceinline__ bool xmap(int it, int lane, int nb, XPos &p) {
+        const int h = lane / 16, m = lane % 16, t1 = m / 8, l0 = 4 * (m % 8);
+        p.p0 = it * 256 + 128 * h + 32 * t1 + l0; p.p1 = p.p0 + 64;
+        p.g0 = it * 8 + 4 * h + t1; p.g1 = p.g0 + 2;
+        return true;
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
+        const uint8_t *b = row + it * 210;
+        const int h = lane / 16, m = lane % 16, t1 = m / 8, l0 = 4 * (m % 8);
+        const uint32_t ql = ld2x16(b + 64 * h + 32 * t1 + l0), qh = ld2x16(b + 128 + 32 * h + l0);
+        const uint32_t a0 = (ql & 0x0F0F0F0Fu) | (((qh >> (2 * t1)) & 0x03030303u) << 4);
+        const uint32_t a1 = ((ql >> 4) & 0x0F0F0F0Fu) | (((qh >> (2 * t1 + 4)) & 0x03030303u) << 4);
+        const int v0 = __dp4a((int)a0, x0, 0) - 32 * s0, v1 = __dp4a((int)a1, x1, 0) - 32 * s1;
+        const int hi16 = l0 >= 16;
+        const int sc0 = (int8_t)b[192 + 8 * h + 2 * t1 + hi16], sc1 = (int8_t)b[192 + 8 * h + 2 * t1 + 4 + hi16];
+        return ldh(b + 208) * ((float)sc0 * d0 * (float)v0 + (float)sc1 * d1 * (float)v1);
+    }
+};
+
+/* R rows (w0, w0+rb, ...) of a quantized type against int8 x; partial sums per lane. */
+template <int T, int R>
+__device__ __forceinline__ void rows_q(const uint8_t *w0, size_t rb, int nvalid, int ncols, const int8_t *__restrict__ xq,
+                                       const float *__restrict__ xd, float *acc) {
+    const int lane = threadIdx.x % WARP;
+    const int nb = ncols / QT<T>::BLK, niter = (ncols + 255) / 256;
+#pragma unroll 2
+    for (int it = 0; it < niter; it++) {
+        XPos p;
+        if (!QT<T>::xmap(it, lane, nb, p)) continue;
+        const int x0 = __ldg((const int *)(xq + p.p0)), x1 = __ldg((const int *)(xq + p.p1));
+        const float d0 = __ldg(xd + p.g0), d1 = __ldg(xd + p.g1);
+        const int s0 = __dp4a(x0, 0x01010101, 0), s1 = __dp4a(x1, 0x01010101, 0);
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (r < nvalid) acc[r] += QT<T>::dot(w0 + (size_t)r * rb, it, lane, x0, x1, s0, s1, d0, d1);
+    }
+}
+
+/* R rows of a float type against f32 x. */
+template <int R>
+__device__ __forceinline__ void rows_f(int type, const uint8_t *w0, size_t rb, int nvalid, int ncols, const float *__restrict__ xf, float *acc) {
+    const int lane = threadIdx.x % WARP;
+    if ((ncols & 7) == 0) {
+        for (int e = lane * 8; e < ncols; e += 256) {
+            const float4 xa = __ldg((const float4 *)(xf + e)), xb = __ldg((const float4 *)(xf + e + 4));
+            const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                if (r >= nvalid) continue;
+                const uint8_t *row = w0 + (size_t)r * rb;
+                float wv[8];
+                if (type == GGML_TYPE_F32) {
+                    const float4 a = __ldg((const float4 *)((const float *)row + e)), b = __ldg((const float4 *)((const float *)row + e + 4));
+                    wv[0] = a.x; wv[1] = a.y; wv[2] = a.z; wv[3] = a.w; wv[4] = b.x; wv[5] = b.y; wv[6] = b.z; wv[7] = b.w;
+                } else {
+                    const uint4 u = __ldg((const uint4 *)((const uint16_t *)row + e));
+                    const uint32_t uu[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        if (type == GGML_TYPE_F16) {
+                            wv[2 * j] = __half2float(__ushort_as_half((unsigned short)(uu[j] & 0xFFFF)));
+                            wv[2 * j + 1] = __half2float(__ushort_as_half((unsigned short)(uu[j] >> 16)));
+                        } else {
+                            wv[2 * j] = __uint_as_float(uu[j] << 16);
+                            wv[2 * j + 1] = __uint_as_float(uu[j] & 0xFFFF0000u);
+                        }
+                    }
+                }
+                float s = 0.f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) s = fmaf(wv[j], xv[j], s);
+                acc[r] += s;
+            }
+        }
+    } else {
+        for (int e = lane; e < ncols; e += WARP) {
+            const float xv = __ldg(xf + e);
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                if (r >= nvalid) continue;
+                const uint8_t *row = w0 + (size_t)r * rb;
+                float wv;
+                if (type == GGML_TYPE_F32) wv = __ldg((const float *)row + e);
+                else if (type == GGML_TYPE_F16) wv = __half2float(__ushort_as_half(__ldg((const unsigned short *)row + e)));
+                else wv = bf16f(__ldg((const unsigned short *)row + e));
+                acc[r] = fmaf(wv, xv, acc[r]);
+            }
+        }
+    }
+}
+
+/* Slow exact fallback (QWEN3MOE_MMV=f32): any type, dequantized to f32, f32 x. */
+template <int R>
+__device__ __forceinline__ void rows_dq(int type, const uint8_t *w0, size_t rb, int nvalid, int ncols, const float *__restrict__ xf, float *acc) {
+    const int lane = threadIdx.x % WARP;
+    for (int e = lane * 8; e < ncols; e += 256) {
+        const int n = min(8, ncols - e);
+        for (int r = 0; r < R; r++) {
+            if (r >= nvalid) continue;
+            float y[8];
+            dq8(type, w0 + (size_t)r * rb, e, n, y);
+            for (int j = 0; j < n; j++) acc[r] = fmaf(y[j], xf[e + j], acc[r]);
+        }
+    }
+}
+
+template <int R>
+__device__ __forceinline__ void rows_any(int type, const uint8_t *w0, size_t rb, int nvalid, int ncols, const float *xf, const int8_t *xq,
+                                         const float *xd, float *acc) {
+    if (!xq) {   /* no int8 activations given: float types, or the exact fallback */
+        if (type_is_float_d(type)) rows_f<R>(type, w0, rb, nvalid, ncols, xf, acc);
+        else rows_dq<R>(type, w0, rb, nvalid, ncols, xf, acc);
+        return;
+    }
+    switch (type) {
+    case GGML_TYPE_Q4_0: rows_q<GGML_TYPE_Q4_0, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_Q4_1: rows_q<GGML_TYPE_Q4_1, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_Q5_0: rows_q<GGML_TYPE_Q5_0, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_Q5_1: rows_q<GGML_TYPE_Q5_1, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_Q8_0: rows_q<GGML_TYPE_Q8_0, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_IQ4_NL: rows_q<GGML_TYPE_IQ4_NL, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_IQ4_XS: rows_q<GGML_TYPE_IQ4_XS, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_Q2_K: rows_q<GGML_TYPE_Q2_K, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_Q3_K: rows_q<GGML_TYPE_Q3_K, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_Q4_K: rows_q<GGML_TYPE_Q4_K, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_Q5_K: rows_q<GGML_TYPE_Q5_K, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    case GGML_TYPE_Q6_K: rows_q<GGML_TYPE_Q6_K, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    default: rows_f<R>(type, w0, rb, nvalid, ncols, xf, acc); break;
+    }
+}
+
+/* ---- staged variant: each warp first copies its rows (or a chunk of them) into
+ * shared memory with 16-byte streaming loads, all issued before any is used, then
+ * runs the per-type dot products out of shared memory. This keeps many wide loads
+ * in flight per lane whatever the block layout (most quant blocks are only 2-byte
+ * aligned, so direct loads would be 2-4 bytes wide). */
+#define STAGE_MAXV 5                        /* 16-byte vectors per lane per row: rows of up to 2560 staged bytes */
+#define STAGE_CAP_MAX (STAGE_MAXV * 512)
+/* 16-byte global -> shared copy that needs no registers (sm_80+), L2 only */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+/* staging capacity per row for a row of rb bytes */
+static inline int stage_cap(size_t rb) { return (int)std::min((size_t)STAGE_CAP_MAX, (rb + 31 + 15) / 16 * 16); }
+
+/* R rows staged at once: rows r < split come from w0 + r*rb, the others from
+ * w1 + (r-split)*rb (gate and up of one expert in one pass); nv0/nv1 = valid rows of
+ * each part. x (int8 + scales) is read through generic pointers: the kernels below
+ * stage it in shared memory first. MV = 16-byte vectors per lane per staged row. */
+template <int T, int R, int MV>
+__device__ __forceinline__ void rows_qs(const uint8_t *w0, const uint8_t *w1, int split, size_t rb, int nv0, int nv1, int ncols,
+                                        const int8_t *xq, const float *xd, float *acc, uint8_t *buf, int cap) {
+    const int lane = threadIdx.x % WARP;
+    const int SB = QT<T>::BS * (256 / QT<T>::BLK);
+    const int nb = ncols / QT<T>::BLK, niter = (ncols + 255) / 256;
+    const int ipc = max(1, min(MV * 512 - 31, cap - 31) / SB);
+    for (int it0 = 0; it0 < niter; it0 += ipc) {
+        const int it1 = min(niter, it0 + ipc);
+        const size_t cb0 = (size_t)it0 * SB, cb1 = min((size_t)it1 * SB, rb);
+        const uint8_t *srow[R];
+        bool ok[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            ok[r] = r < split ? r < nv0 : r - split < nv1;
+            const uint8_t *gp = (r < split ? w0 + (size_t)r * rb : w1 + (size_t)(r - split) * rb) + cb0;
+            const uint8_t *base = (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15);
+            const int off = (int)(gp - base);
+            const int nv = ok[r] ? (off + (int)(cb1 - cb0) + 15) / 16 : 0;
+            srow[r] = buf + r * cap + off - cb0;
+            for (int k = lane; k < nv; k += WARP) cp_async16(buf + r * cap + 16 * k, base + 16 * k);
+        }
+        cp_async_wait_all();
+        __syncwarp();
+        for (int it = it0; it < it1; it++) {
+            XPos p;
+            if (!QT<T>::xmap(it, lane, nb, p)) continue;
+            const int x0 = *(const int *)(xq + p.p0), x1 = *(const int *)(xq + p.p1);
+            const float d0 = xd[p.g0], d1 = xd[p.g1];
+            const int s0 = __dp4a(x0, 0x01010101, 0), s1 = __dp4a(x1, 0x01010101, 0);
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (ok[r]) acc[r] += QT<T>::dot(srow[r], it, lane, x0, x1, s0, s1, d0, d1);
+        }
+        __syncwarp();
+    }
+}
+
+/* Staged dispatch (quantized types with int8 x); float types and the exact fallback
+ * read global memory directly, one part at a time. */
+template <int R, int MV>
+__device__ __forceinline__ void rows_any_s(int type, const uint8_t *w0, const uint8_t *w1, int split, size_t rb, int nv0, int nv1, int ncols,
+                                           const float *xf, const int8_t *xq, const float *xd, float *acc, uint8_t *buf, int cap) {
+    if (!xq || type_is_float_d(type)) {
+        rows_any<R>(type, w0, rb, split < R ? min(nv0, split) : nv0, ncols, xf, xq, xd, acc);
+        if (split < R) {
+            float t[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) t[r] = 0.f;
+            rows_any<R>(type, w1, rb, min(nv1, R - split), ncols, xf, xq, xd, t);
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (r >= split) acc[r] += t[r - split];
+        }
+        return;
+    }
+#define RQS(TT) rows_qs<TT, R, MV>(w0, w1, split, rb, nv0, nv1, ncols, xq, xd, acc, buf, cap)
+    switch (type) {
+    case GGML_TYPE_Q4_0: RQS(GGML_TYPE_Q4_0); break;
+    case GGML_TYPE_Q4_1: RQS(GGML_TYPE_Q4_1); break;
+    case GGML_TYPE_Q5_0: RQS(GGML_TYPE_Q5_0); break;
+    case GGML_TYPE_Q5_1: RQS(GGML_TYPE_Q5_1); break;
+    case GGML_TYPE_Q8_0: RQS(GGML_TYPE_Q8_0); break;
+    case GGML_TYPE_IQ4_NL: RQS(GGML_TYPE_IQ4_NL); break;
+    case GGML_TYPE_IQ4_XS: RQS(GGML_TYPE_IQ4_XS); break;
+    case GGML_TYPE_Q2_K: RQS(GGML_TYPE_Q2_K); break;
+    case GGML_TYPE_Q3_K: RQS(GGML_TYPE_Q3_K); break;
+    case GGML_TYPE_Q4_K: RQS(GGML_TYPE_Q4_K); break;
+    case GGML_TYPE_Q5_K: RQS(GGML_TYPE_Q5_K); break;
+    case GGML_TYPE_Q6_K: RQS(GGML_TYPE_Q6_K); break;
+    default: break;
+    }
+#undef RQS
+}
+
+/* Copy x (int8, n bytes, n % 16 == 0 after padding) and its n/32 scales into shared
+ * memory with the threads [t0, t0+nt). */
+__device__ __forceinline__ void stage_x(const int8_t *xq, const float *xd, int n, int8_t *xs, float *xds, int t, int nt) {
+    const int nv = n / 16;
+    for (int i = t; i < nv; i += nt) cp_async16(xs + 16 * i, xq + 16 * i);
+    for (int i = t; i < n / 32; i += nt) xds[i] = xd[i];
+    cp_async_wait_all();
+}
+__host__ __device__ static inline int xq_pad(int n) { return (n + 255) / 256 * 256; }   /* staged x bytes: whole 256-element steps */
+
+/* ======================================================================
+ * Kernels
+ * ==================================================================== */
+__device__ __forceinline__ unsigned long long argmax_key(float v, int idx) {
+    uint32_t u = __float_as_uint(v);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((unsigned long long)u << 32) | (unsigned long long)(~(uint32_t)idx);
+}
+
+/* Quantize the 32 values of a warp (one per lane) to int8 with one f32 scale. */
+__device__ __forceinline__ void warp_quant(float v, int8_t *q, float *d) {
+    const float amax = warp_max(fabsf(v));
+    const float s = amax / 127.f;
+    const int qi = amax > 0.f ? __float2int_rn(v / s) : 0;
+    q[threadIdx.x % WARP] = (int8_t)max(-127, min(127, qi));
+    if (threadIdx.x % WARP == 0) *d = s;
+}
+
+struct MVSeg {
+    const uint8_t *w;
+    float *y;
+    size_t rb;
+    int type, ncols, nrows, accum, blk0;
+};
+struct MVArgs {
+    MVSeg s[3];
+    int nseg;
+    const float *xf;
+    const int8_t *xq;
+    const float *xd;
+    unsigned long long *amax;
+};
+
+/* y (+)= W x for up to 3 weights in one launch (q, k, v). Reads every weight byte
+ * once (warp per R rows, lanes on consecutive bytes) and x from L1; R rows per
+ * warp share each activation load and keep R weight loads in flight. */
+template <int R>
+__global__ void __launch_bounds__(NTHR) k_mmv(const MVArgs a) {
+    int si = 0;
+    while (si + 1 < a.nseg && (int)blockIdx.x >= a.s[si + 1].blk0) si++;
+    const MVSeg &s = a.s[si];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int row0 = (((int)blockIdx.x - s.blk0) * (NTHR / WARP) + warp) * R;
+    if (row0 >= s.nrows) return;
+    const int nvalid = min(R, s.nrows - row0);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.f;
+    rows_any<R>(s.type, s.w + (size_t)row0 * s.rb, s.rb, nvalid, s.ncols, a.xf, a.xq, a.xd, acc);
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
+    if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            if (r >= nvalid) break;
+            float v = acc[r];
+            if (s.accum) v += s.y[row0 + r];
+            s.y[row0 + r] = v;
+            if (a.amax && v == v) atomicMax(a.amax, argmax_key(v, row0 + r));
+        }
+    }
+}
+
+/* Embedding rows for ntok tokens (ids in device memory): reads one row each. Also
+ * resets the argmax slot for this step. */
+__global__ void k_embed(const uint8_t *__restrict__ emb, int type, int E, size_t rb, const int *__restrict__ tok, float *__restrict__ x,
+                        unsigned long long *amax) {
+    const int i = blockIdx.y;
+    const int e0 = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (amax && i == 0 && e0 == 0) *amax = 0ull;
+    if (e0 >= E) return;
+    float y[8];
+    const int n = min(8, E - e0);
+    dq8(type, emb + (size_t)tok[i] * rb, e0, n, y);
+    for (int j = 0; j < n; j++) x[(size_t)i * E + e0 + j] = y[j];
+}
+
+/* RMSNorm of one row per block (ntok blocks): reads x and w once, writes f32,
+ * f16 and/or int8+scale copies for the consumers (matvec or GEMM). */
+__global__ void __launch_bounds__(NTHR) k_rmsnorm(const float *__restrict__ x, const float *__restrict__ w, int E, float eps, float *out,
+                                                  __half *out16, int8_t *oq, float *od) {
+    extern __shared__ float sm[];
+    __shared__ double red[NTHR / WARP];
+    const int i = blockIdx.x;
+    const float *xr = x + (size_t)i * E;
+    double ss = 0;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        const float v = xr[e];
+        sm[e] = v;
+        ss += (double)v * v;
+    }
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (threadIdx.x % WARP == 0) red[threadIdx.x / WARP] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0;
+        for (int j = 0; j < (int)blockDim.x / WARP; j++) t += red[j];
+        red[0] = t;
+    }
+    __syncthreads();
+    const float scale = 1.0f / sqrtf((float)(red[0] / E) + eps);
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        const float v = sm[e] * scale * w[e];
+        sm[e] = v;
+        if (out) out[(size_t)i * E + e] = v;
+        if (out16) out16[(size_t)i * E + e] = __float2half(v);
+    }
+    if (!oq) return;
+    __syncthreads();
+    const int ng = E / 32;
+    for (int g = threadIdx.x / WARP; g < ng; g += blockDim.x / WARP)
+        warp_quant(sm[g * 32 + threadIdx.x % WARP], oq + (size_t)i * E + g * 32, od + (size_t)i * ng + g);
+}
+
+/* int8 quantization of rows of n floats (n % 32 == 0): warp per 32-group. */
+__global__ void k_quant(const float *__restrict__ x, int ngroups, int8_t *q, float *d) {
+    const int g = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    if (g >= ngroups) return;
+    warp_quant(x[(size_t)g * 32 + threadIdx.x % WARP], q + (size_t)g * 32, d + g);
+}
+
+/* Per-head RMSNorm of q and k, NEOX RoPE (pairs i, i+D/2), k and v stored as f16
+ * in the cache at their positions. One block per head vector, thread per pair. The
+ * angle is built as pos * scale^i by repeated multiplication, as ggml does. */
+__global__ void k_qk_rope(float *qkv, int stride, int nh, int nkv, int D, const float *__restrict__ qn, const float *__restrict__ kn, float eps,
+                          const int *__restrict__ pos_dev, float theta_scale, __half *kc, __half *vc, int kvdim) {
+    __shared__ float red[8];
+    const int hh = blockIdx.x, i = blockIdx.y, t = threadIdx.x, half = D / 2;
+    const int pos = pos_dev[0] + i;
+    float *row = qkv + (size_t)i * stride;
+    if (hh >= nh + nkv) {   /* v head: copy to the cache */
+        const int kvh = hh - nh - nkv;
+        const float *v = row + nh * D + kvdim + kvh * D;
+        __half *dst = vc + (size_t)pos * kvdim + kvh * D;
+        if (t >= half) return;
+        dst[t] = __float2half(v[t]);
+        dst[t + half] = __float2half(v[t + half]);
+        return;
+    }
+    const bool isq = hh < nh, act = t < half;
+    float *v = isq ? row + hh * D : row + nh * D + (hh - nh) * D;
+    const float *w = isq ? qn : kn;
+    float x0 = act ? v[t] : 0.f, x1 = act ? v[t + half] : 0.f;
+    float ss = x0 * x0 + x1 * x1;
+    ss = warp_sum(ss);
+    if (t % WARP == 0) red[t / WARP] = ss;
+    __syncthreads();
+    float tot = 0.f;
+    for (int j = 0; j < (int)blockDim.x / WARP; j++) tot += red[j];
+    if (!act) return;
+    const float sc = 1.0f / sqrtf(tot / D + eps);
+    x0 = x0 * sc * w[t];
+    x1 = x1 * sc * w[t + half];
+    float theta = (float)pos;
+    for (int j = 0; j < t; j++) theta *= theta_scale;
+    const float c = cosf(theta), s = sinf(theta);
+    const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+    if (isq) {
+        v[t] = y0;
+        v[t + half] = y1;
+    } else {
+        __half *dst = kc + (size_t)pos * kvdim + (hh - nh) * D;
+        dst[t] = __float2half(y0);
+        dst[t + half] = __float2half(y1);
+    }
+}
+
+/* Attention, split over position chunks (flash-decoding). Block = (kv head, group
+ * of up to 8 query heads sharing it, chunk, query token): K and V of the chunk are
+ * read once for all heads of the group; 4 warps split the positions, f32 online
+ * softmax, partial (max, sum, acc[D]) per head and chunk. */
+template <int DPL>
+__global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int stride, int nh, int nkv, int D, const __half *__restrict__ kc,
+                                              const __half *__restrict__ vc, int kvdim, const int *__restrict__ pos_dev, int ch, int nch,
+                                              float scale, float *__restrict__ part) {
+    extern __shared__ float sm[];
+    const int G = nh / nkv, nhg = (G + ATT_HB - 1) / ATT_HB;
+    const int kvh = blockIdx.x / nhg, hg = blockIdx.x % nhg, c = blockIdx.y, i = blockIdx.z;
+    const int pos = pos_dev[0] + i;
+    const int t0 = c * ch;
+    if (t0 > pos) return;
+    const int t1 = min(t0 + ch, pos + 1);
+    const int h0 = kvh * G + hg * ATT_HB, nhb = min(ATT_HB, G - hg * ATT_HB);
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    float q[ATT_HB][DPL], acc[ATT_HB][DPL], m[ATT_HB], l[ATT_HB];
+    const float *qr = qkv + (size_t)i * stride;
+#pragma unroll
+    for (int j = 0; j < ATT_HB; j++) {
+        m[j] = -INFINITY;
+        l[j] = 0.f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++) {
+            q[j][d] = j < nhb ? qr[(h0 + j) * D + lane * DPL + d] * scale : 0.f;
+            acc[j][d] = 0.f;
+        }
+    }
+    for (int t = t0 + warp; t < t1; t += 4) {
+        const __half *kp = kc + (size_t)t * kvdim + kvh * D + lane * DPL;
+        const __half *vp = vc + (size_t)t * kvdim + kvh * D + lane * DPL;
+        float kf[DPL], vf[DPL];
+#pragma unroll
+        for (int d = 0; d < DPL; d++) { kf[d] = __half2float(kp[d]); vf[d] = __half2float(vp[d]); }
+#pragma unroll
+        for (int j = 0; j < ATT_HB; j++) {
+            if (j >= nhb) break;
+            float s = 0.f;
+#pragma unroll
+            for (int d = 0; d < DPL; d++) s = fmaf(q[j][d], kf[d], s);
+            s = warp_sum(s);
+            const float mn = fmaxf(m[j], s), corr = expf(m[j] - mn), p = expf(s - mn);
+            l[j] = l[j] * corr + p;
+#pragma unroll
+            for (int d = 0; d < DPL; d++) acc[j][d] = acc[j][d] * corr + p * vf[d];
+            m[j] = mn;
+        }
+    }
+    /* merge the 4 warps: sm = [4][HB] max, [4][HB] sum, [4][HB][D] acc */
+    float *sm_m = sm, *sm_l = sm + 4 * ATT_HB, *sm_a = sm + 8 * ATT_HB;
+#pragma unroll
+    for (int j = 0; j < ATT_HB; j++) {
+        if (lane == 0) { sm_m[warp * ATT_HB + j] = m[j]; sm_l[warp * ATT_HB + j] = l[j]; }
+#pragma unroll
+        for (int d = 0; d < DPL; d++) sm_a[(warp * ATT_HB + j) * D + lane * DPL + d] = acc[j][d];
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < nhb * D; idx += blockDim.x) {
+        const int j = idx / D, d = idx % D;
+        float M = -INFINITY;
+        for (int w = 0; w < 4; w++) M = fmaxf(M, sm_m[w * ATT_HB + j]);
+        float a = 0.f, L = 0.f;
+        for (int w = 0; w < 4; w++) {
+            const float mw = sm_m[w * ATT_HB + j];
+            const float f = mw == -INFINITY ? 0.f : expf(mw - M);
+            a += sm_a[(w * ATT_HB + j) * D + d] * f;
+            L += sm_l[w * ATT_HB + j] * f;
+        }
+        float *pp = part + (((size_t)i * nh + h0 + j) * nch + c) * (D + 2);
+        pp[d] = a;
+        if (d == 0) { pp[D] = M; pp[D + 1] = L; }
+    }
+}
+
+/* Merge the chunks of each head: reads nch*(D+2) floats per head, writes the head's
+ * output as f32, f16 (GEMM input) and/or int8 (matvec input). Block per (head, token). */
+__global__ void k_attn_combine(const float *__restrict__ part, int nh, int D, int ch, int nch, const int *__restrict__ pos_dev, float *out,
+                               __half *out16, int8_t *oq, float *od) {
+    const int h = blockIdx.x, i = blockIdx.y, d = threadIdx.x;
+    const int pos = pos_dev[0] + i;
+    const int nv = min(nch, pos / ch + 1);
+    const float *pp = part + ((size_t)i * nh + h) * nch * (D + 2);
+    float M = -INFINITY;
+    for (int c = 0; c < nv; c++) M = fmaxf(M, pp[c * (D + 2) + D]);
+    float a = 0.f, L = 0.f;
+    for (int c = 0; c < nv; c++) {
+        const float f = expf(pp[c * (D + 2) + D] - M);
+        a += pp[c * (D + 2) + d] * f;
+        L += pp[c * (D + 2) + D + 1] * f;
+    }
+    const float v = a / L;
+    const size_t o = (size_t)i * nh * D + (size_t)h * D + d;
+    if (out) out[o] = v;
+    if (out16) out16[o] = __float2half(v);
+    if (oq) warp_quant(v, oq + (o & ~(size_t)31), od + o / 32);
+}
+
+/* Router: softmax over all experts, top-k (ties to the lower id), renormalized.
+ * One warp per token; the ids and weights stay on the device. */
+__global__ void k_topk(const float *__restrict__ logits, int ne, int K, int *sel, float *selw, int *rec) {
+    extern __shared__ float sp[];
+    const int i = blockIdx.x, lane = threadIdx.x;
+    const float *lg = logits + (size_t)i * ne;
+    float mx = -INFINITY;
+    for (int e = lane; e < ne; e += WARP) mx = fmaxf(mx, lg[e]);
+    mx = warp_max(mx);
+    float sum = 0.f;
+    for (int e = lane; e < ne; e += WARP) { const float p = expf(lg[e] - mx); sp[e] = p; sum += p; }
+    sum = warp_sum(sum);
+    for (int e = lane; e < ne; e += WARP) sp[e] /= sum;
+    __syncwarp();
+    float wsum = 0.f;
+    for (int k = 0; k < K; k++) {
+        float bv = -1.f;
+        int bi = 0x7fffffff;
+        for (int e = lane; e < ne; e += WARP)
+            if (sp[e] > bv) { bv = sp[e]; bi = e; }
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+        }
+        __syncwarp();
+        if (lane == 0) {
+            sel[(size_t)i * K + k] = bi;
+            selw[(size_t)i * K + k] = bv;
+            if (rec) rec[k] = bi;
+            sp[bi] = -2.f;
+        }
+        __syncwarp();
+        wsum += bv;
+    }
+    for (int k = lane; k < K; k += WARP) selw[(size_t)i * K + k] /= wsum;
+}
+
+/* gate and up of all k selected experts in one launch, SwiGLU fused: block = 32
+ * rows of one expert (8 warps x 4 rows, gate and up each), so each expert row is
+ * read once and the 32 outputs are quantized to int8 for the down projection
+ * without another pass. Grid (F/32, k). */
+__global__ void __launch_bounds__(NTHR) k_gateup(const uint8_t *__restrict__ wg, int tg, size_t rbg, const uint8_t *__restrict__ wu, int tu,
+                                                 size_t rbu, int E, int F, const int *__restrict__ sel, const float *__restrict__ xf,
+                                                 const int8_t *__restrict__ xq, const float *__restrict__ xd, float *__restrict__ h,
+                                                 int8_t *__restrict__ hq, float *__restrict__ hd, int Fpad) {
+    __shared__ float hs[32];
+    const int k = blockIdx.y, e = sel[k];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int r0 = blockIdx.x * 32 + warp * 4;
+    const int nvalid = min(4, F - r0);
+    float ag[4] = {0.f, 0.f, 0.f, 0.f}, au[4] = {0.f, 0.f, 0.f, 0.f};
+    if (nvalid > 0) {
+        rows_any<4>(tg, wg + ((size_t)e * F + r0) * rbg, rbg, nvalid, E, xf, xq, xd, ag);
+        rows_any<4>(tu, wu + ((size_t)e * F + r0) * rbu, rbu, nvalid, E, xf, xq, xd, au);
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const float g = warp_sum(ag[r]), u = warp_sum(au[r]);
+        if (lane == 0) {
+            const float v = r < nvalid ? g / (1.0f + expf(-g)) * u : 0.f;
+            hs[warp * 4 + r] = v;
+            if (r < nvalid) h[(size_t)k * F + r0 + r] = v;
+        }
+    }
+    if (!hq) return;
+    __syncthreads();
+    if (warp == 0) warp_quant(hs[lane], hq + (size_t)k * Fpad + blockIdx.x * 32, hd + (size_t)k * (Fpad / 32) + blockIdx.x);
+}
+
+/* down of all k experts, weighted by the routing weights, summed in a fixed order
+ * and added to the residual: block = 8 output rows, warp per expert slot, 8 rows
+ * per warp so 8 weight loads are in flight per step; no atomics (deterministic). */
+__global__ void __launch_bounds__(NTHR) k_down(const uint8_t *__restrict__ wd, int td, size_t rbd, int F, int E, const int *__restrict__ sel,
+                                               const float *__restrict__ selw, int K, const float *__restrict__ hf, const int8_t *__restrict__ hq,
+                                               const float *__restrict__ hd, int Fpad, float *__restrict__ x) {
+    __shared__ float part[NTHR / WARP][8];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int r0 = blockIdx.x * 8, nvalid = min(8, E - r0);
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int k = warp; k < K; k += NTHR / WARP) {
+        const int e = sel[k];
+        const float wk = selw[k];
+        float t[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        rows_any<8>(td, wd + ((size_t)e * E + r0) * rbd, rbd, nvalid, F, hf + (size_t)k * F, hq ? hq + (size_t)k * Fpad : nullptr,
+                    hd ? hd + (size_t)k * (Fpad / 32) : nullptr, t);
+#pragma unroll
+        for (int r = 0; r < 8; r++) acc[r] += wk * t[r];
+    }
+#pragma unroll
+    for (int r = 0; r < 8; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0) part[warp][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < nvalid) {
+        float s = 0.f;
+        for (int w = 0; w < NTHR / WARP; w++) s += part[w][threadIdx.x];
+        x[r0 + threadIdx.x] += s;
+    }
+}
+
+
+/* Staged matvec: y (+)= W x for up to 3 weights in one launch. The block first
+ * copies x (int8 + scales, a few KB, from L2) into shared memory; each of its 4 warps
+ * then stages 2 weight rows with 16-byte streaming loads (all in flight at once) and
+ * runs dp4a out of shared memory. Every weight byte is read from DRAM once. */
+#define MV2_WARPS 4
+#define MV2_R 2
+__global__ void __launch_bounds__(MV2_WARPS * WARP) k_mmv2(const MVArgs a, int cap, int xn) {
+    extern __shared__ __align__(16) uint8_t sbuf[];
+    int si = 0;
+    while (si + 1 < a.nseg && (int)blockIdx.x >= a.s[si + 1].blk0) si++;
+    const MVSeg &s = a.s[si];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int xpad = xq_pad(xn);
+    int8_t *xs = (int8_t *)sbuf;
+    float *xds = (float *)(sbuf + xpad);
+    uint8_t *wbuf = sbuf + xpad + xpad / 8 + warp * MV2_R * cap;
+    if (a.xq) stage_x(a.xq, a.xd, xpad, xs, xds, threadIdx.x, blockDim.x);
+    __syncthreads();
+    const int row0 = (((int)blockIdx.x - s.blk0) * MV2_WARPS + warp) * MV2_R;
+    if (row0 >= s.nrows) return;
+    const int nvalid = min(MV2_R, s.nrows - row0);
+    float acc[MV2_R];
+#pragma unroll
+    for (int r = 0; r < MV2_R; r++) acc[r] = 0.f;
+    rows_any_s<MV2_R, 5>(s.type, s.w + (size_t)row0 * s.rb, nullptr, MV2_R, s.rb, nvalid, 0, s.ncols, a.xf, a.xq ? xs : nullptr, xds, acc, wbuf, cap);
+#pragma unroll
+    for (int r = 0; r < MV2_R; r++) acc[r] = warp_sum(acc[r]);
+    if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < MV2_R; r++) {
+            if (r >= nvalid) break;
+            float v = acc[r];
+            if (s.accum) v += s.y[row0 + r];
+            s.y[row0 + r] = v;
+            if (a.amax && v == v) atomicMax(a.amax, argmax_key(v, row0 + r));
+        }
+    }
+}
+static size_t mmv2_smem(int xn, int cap) { return (size_t)xq_pad(xn) + xq_pad(xn) / 8 + (size_t)MV2_WARPS * MV2_R * cap; }
+
+/* Staged gate+up+SwiGLU for all k experts: block = 32 rows of one expert, 8 warps x
+ * 4 rows; x staged once per block; each warp stages its 4 gate and 4 up rows in one
+ * go (8 rows of loads in flight), so one DRAM round trip per warp. The 32 outputs are
+ * quantized to int8 in the block for the down projection. Grid (F/32, k). MV = 3:
+ * rows up to 1.5 KB at once (2048-wide K-quants); MV = 5: gate and up in two passes. */
+template <int MV>
+__global__ void __launch_bounds__(NTHR) k_gateup2(const uint8_t *__restrict__ wg, int tg, size_t rbg, const uint8_t *__restrict__ wu, int tu,
+                                                  size_t rbu, int E, int F, const int *__restrict__ sel, const float *__restrict__ xf,
+                                                  const int8_t *__restrict__ xq, const float *__restrict__ xd, float *__restrict__ h,
+                                                  int8_t *__restrict__ hq, float *__restrict__ hd, int Fpad, int cap) {
+    extern __shared__ __align__(16) uint8_t sbuf[];
+    __shared__ float hs[32];
+    const int k = blockIdx.y, e = sel[k];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int xpad = xq_pad(E);
+    int8_t *xs = (int8_t *)sbuf;
+    float *xds = (float *)(sbuf + xpad);
+    uint8_t *buf = sbuf + xpad + xpad / 8 + warp * 8 * cap;
+    if (xq) stage_x(xq, xd, xpad, xs, xds, threadIdx.x, blockDim.x);
+    __syncthreads();
+    const int r0 = blockIdx.x * 32 + warp * 4;
+    const int nvalid = min(4, F - r0);
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (nvalid > 0) {
+        const uint8_t *g0 = wg + ((size_t)e * F + r0) * rbg, *u0 = wu + ((size_t)e * F + r0) * rbu;
+        if (MV == 3 && tg == tu && rbg == rbu) {
+            rows_any_s<8, MV>(tg, g0, u0, 4, rbg, nvalid, nvalid, E, xf, xq ? xs : nullptr, xds, acc, buf, cap);
+        } else {
+            rows_any_s<4, MV>(tg, g0, nullptr, 4, rbg, nvalid, 0, E, xf, xq ? xs : nullptr, xds, acc, buf, cap);
+            rows_any_s<4, MV>(tu, u0, nullptr, 4, rbu, nvalid, 0, E, xf, xq ? xs : nullptr, xds, acc + 4, buf, cap);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const float g = warp_sum(acc[r]), u = warp_sum(acc[4 + r]);
+        if (lane == 0) {
+            const float v = r < nvalid ? g / (1.0f + expf(-g)) * u : 0.f;
+            hs[warp * 4 + r] = v;
+            if (r < nvalid) h[(size_t)k * F + r0 + r] = v;
+        }
+    }
+    if (!hq) return;
+    __syncthreads();
+    if (warp == 0) warp_quant(hs[lane], hq + (size_t)k * Fpad + blockIdx.x * 32, hd + (size_t)k * (Fpad / 32) + blockIdx.x);
+}
+static size_t gateup2_smem(int E, int cap) { return (size_t)xq_pad(E) + xq_pad(E) / 8 + (size_t)8 * 8 * cap; }
+
+/* Staged down projection of all k experts + routing weights + residual: block = RD
+ * output rows, warp per expert slot (its h staged in the warp's shared memory, then
+ * RD rows staged at once); fixed-order sum over experts (deterministic, no atomics). */
+template <int RD, int MV>
+__global__ void __launch_bounds__(NTHR) k_down2(const uint8_t *__restrict__ wd, int td, size_t rbd, int F, int E, const int *__restrict__ sel,
+                                                const float *__restrict__ selw, int K, const float *__restrict__ hf, const int8_t *__restrict__ hq,
+                                                const float *__restrict__ hd, int Fpad, float *__restrict__ x, int cap) {
+    extern __shared__ __align__(16) uint8_t sbuf[];
+    __shared__ float part[NTHR / WARP][RD];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int r0 = blockIdx.x * RD, nvalid = min(RD, E - r0);
+    const int xpad = xq_pad(F);
+    uint8_t *mine = sbuf + (size_t)warp * (xpad + xpad / 8 + RD * cap);
+    int8_t *xs = (int8_t *)mine;
+    float *xds = (float *)(mine + xpad);
+    uint8_t *buf = mine + xpad + xpad / 8;
+    float acc[RD];
+#pragma unroll
+    for (int r = 0; r < RD; r++) acc[r] = 0.f;
+    for (int k = warp; k < K; k += NTHR / WARP) {
+        const int e = sel[k];
+        const float wk = selw[k];
+        if (hq) {
+            __syncwarp();
+            stage_x(hq + (size_t)k * Fpad, hd + (size_t)k * (Fpad / 32), xpad, xs, xds, lane, WARP);
+            __syncwarp();
+        }
+        float t[RD];
+#pragma unroll
+        for (int r = 0; r < RD; r++) t[r] = 0.f;
+        rows_any_s<RD, MV>(td, wd + ((size_t)e * E + r0) * rbd, nullptr, RD, rbd, nvalid, 0, F, hf + (size_t)k * F, hq ? xs : nullptr, xds, t, buf,
+                           cap);
+#pragma unroll
+        for (int r = 0; r < RD; r++) acc[r] += wk * t[r];
+    }
+#pragma unroll
+    for (int r = 0; r < RD; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0) part[warp][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < nvalid) {
+        float s = 0.f;
+        for (int w = 0; w < NTHR / WARP; w++) s += part[w][threadIdx.x];
+        x[r0 + threadIdx.x] += s;
+    }
+}
+static size_t down2_smem(int F, int RD, int cap) { return (size_t)(NTHR / WARP) * (xq_pad(F) + xq_pad(F) / 8 + RD * cap); }
+/* the staged kernels may use more than 48 KB of dynamic shared memory */
+static cudaError_t set_smem_attrs() {
+    cudaError_t e = cudaFuncSetAttribute(k_mmv2, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_gateup2<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_down2<8, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
+    return e;
+}
+
+/* ---- prefill helpers ---- */
+/* gather the f16 normed rows of the tokens routed to each expert (slot order) */
+__global__ void k_gather16(const __half *__restrict__ src, int E, const int *__restrict__ perm, __half *__restrict__ dst) {
+    const int s = blockIdx.x;
+    const __half *a = src + (size_t)perm[s] * E;
+    __half *b = dst + (size_t)s * E;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) b[e] = a[e];
+}
+/* SwiGLU over [slots][2F] (gate | up) -> f16 [slots][F] */
+__global__ void k_swiglu16(const float *__restrict__ gu, int F, long n, __half *__restrict__ h) {
+    const long idx = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    const long s = idx / F;
+    const int f = (int)(idx % F);
+    const float g = gu[s * 2 * F + f], u = gu[s * 2 * F + F + f];
+    h[idx] = __float2half(g / (1.0f + expf(-g)) * u);
+}
+/* x[i] += sum_k w[i][k] * dout[slot(i,k)], fixed order */
+__global__ void k_moe_combine(const float *__restrict__ dout, int E, const int *__restrict__ slot_of, const float *__restrict__ selw, int K,
+                              float *__restrict__ x) {
+    const int i = blockIdx.x;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < K; k++) s += selw[(size_t)i * K + k] * dout[(size_t)slot_of[i * K + k] * E + e];
+        x[(size_t)i * E + e] += s;
+    }
+}
+
+/* ======================================================================
+ * Host side
+ * ==================================================================== */
+struct DT {                 /* a weight on the device, in its GGUF type */
+    const uint8_t *p;
+    int type, ncols;
+    long nrows;
+    size_t rb;
+};
+struct DLayer {
+    float *attn_norm, *q_norm, *k_norm, *ffn_norm, *router;   /* f32 */
+    DT q, k, v, o, gate, up, down;
+    int F;
+};
+
+struct GpuModel {
+    Config c;
+    int n_ctx, qdim, kvdim, Fmax, Fpad, nch, ch_p, nch_p, use_q8, old_mmv;
+    DLayer *L;
+    DT emb, out;
+    float *out_norm;
+    char *warena;            /* all weights */
+    size_t warena_bytes;
+    char *sarena;            /* KV cache + scratch */
+    size_t sarena_bytes;
+    __half *kc, *vc;         /* [n_layer][n_ctx][kvdim] */
+    cudaStream_t st;
+    cublasHandle_t cb;
+    float theta_scale;
+    /* decode */
+    int *d_io;               /* [0] token, [1] pos */
+    int *h_io;               /* pinned: token, pos */
+    unsigned long long *h_amax, *d_amax;
+    float *x, *xn, *qkv, *att, *rlog, *selw, *h, *xd, *hd, *logits, *part;
+    int8_t *xq, *hq;
+    int *sel, *rec;
+    cudaGraphExec_t graph;
+    int graph_ok;
+    /* prefill */
+    float *px, *pxn, *pqkv, *prlog, *pselw, *gu, *dout, *ppart;
+    __half *p16, *gx16, *h16, *wscr;
+    int *psel, *perm, *slot_of, *d_pos, *ptok;
+    size_t wscr_elems;
+    int EG, OT;
+    int *h_sel, *h_perm, *h_slot;   /* pinned */
+    float *logits_all;
+    size_t logits_all_rows;
+    std::vector<int> cnt, off;
+};
+
+extern "C" int gpu_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+/* Bump allocator over one device allocation: pass 1 (base NULL) sizes it. */
+struct Bump {
+    char *base;
+    size_t off;
+    template <class T> T *take(size_t n) {
+        off = (off + 255) & ~(size_t)255;
+        T *p = base ? (T *)(base + off) : nullptr;
+        off += n * sizeof(T);
+        return p;
+    }
+};
+
+static void plan_scratch(GpuModel *g, Bump &b) {
+    const Config &c = g->c;
+    const int E = c.n_embd, K = c.n_expert_used, NE = c.n_expert, NL = c.n_layer, V = c.n_vocab, D = c.head_dim, nh = c.n_head;
+    const int qkvw = g->qdim + 2 * g->kvdim;
+    const int wide = std::max(E, std::max(g->qdim, K * g->Fpad));
+    g->kc = b.take<__half>((size_t)NL * g->n_ctx * g->kvdim);
+    g->vc = b.take<__half>((size_t)NL * g->n_ctx * g->kvdim);
+    g->d_io = b.take<int>(4);
+    g->d_amax = b.take<unsigned long long>(1);
+    g->x = b.take<float>(E);
+    g->xn = b.take<float>(E);
+    g->xq = b.take<int8_t>(wide + 256);
+    g->xd = b.take<float>(wide / 32 + 8);
+    g->qkv = b.take<float>(qkvw);
+    g->att = b.take<float>(g->qdim);
+    g->rlog = b.take<float>(NE);
+    g->sel = b.take<int>(K);
+    g->selw = b.take<float>(K);
+    g->rec = b.take<int>((size_t)NL * K);
+    g->h = b.take<float>((size_t)K * g->Fpad);
+    g->hq = b.take<int8_t>((size_t)K * g->Fpad + 256);
+    g->hd = b.take<float>((size_t)K * g->Fpad / 32 + 8);
+    g->logits = b.take<float>(V);
+    g->part = b.take<float>((size_t)nh * g->nch * (D + 2));
+    /* prefill, NB_MAX tokens */
+    const size_t NB = NB_MAX, S = NB * K;
+    g->px = b.take<float>(NB * E);
+    g->pxn = b.take<float>(NB * E);
+    g->p16 = b.take<__half>(NB * std::max(E, g->qdim));
+    g->pqkv = b.take<float>(NB * qkvw);
+    g->prlog = b.take<float>(NB * NE);
+    g->psel = b.take<int>(S);
+    g->pselw = b.take<float>(S);
+    g->perm = b.take<int>(S);
+    g->slot_of = b.take<int>(S);
+    g->d_pos = b.take<int>(4);
+    g->ptok = b.take<int>(NB);
+    g->gx16 = b.take<__half>(S * E);
+    g->gu = b.take<float>(S * 2 * g->Fmax);
+    g->h16 = b.take<__half>(S * g->Fmax);
+    g->dout = b.take<float>(S * E);
+    g->ppart = b.take<float>(NB * nh * g->nch_p * (D + 2));
+    g->wscr = b.take<__half>(g->wscr_elems);
+}
+
+static size_t dt_bytes(const Tensor *t) { return t->nbytes; }
+
+static void progress(size_t done, size_t total, int *last) {
+    const int pct = total ? (int)(100.0 * done / total) : 100;
+    if (pct == *last) return;
+    *last = pct;
+    char bar[41];
+    const int fill = pct * 40 / 100;
+    for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : ' ';
+    bar[40] = 0;
+    fprintf(stderr, "\rloading to GPU [%s] %3d%% %.1f/%.1f GiB", bar, pct, done / 1073741824.0, total / 1073741824.0);
+    if (done >= total) fprintf(stderr, "\n");
+    fflush(stderr);
+}
+
+extern "C" void gpu_free(GpuModel *g) {
+    if (!g) return;
+    if (g->graph) cudaGraphExecDestroy(g->graph);
+    if (g->cb) cublasDestroy(g->cb);
+    if (g->st) cudaStreamDestroy(g->st);
+    cudaFree(g->warena);
+    cudaFree(g->sarena);
+    cudaFree(g->logits_all);
+    cudaFreeHost(g->h_io);
+    cudaFreeHost(g->h_amax);
+    cudaFreeHost(g->h_sel);
+    cudaFreeHost(g->h_perm);
+    cudaFreeHost(g->h_slot);
+    delete[] g->L;
+    delete g;
+}
+
+extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, char *err, size_t errlen) {
+    const Config &c = w->cfg;
+    if (gpu_device_count() <= 0) { seterr(err, errlen, "no CUDA device found"); return nullptr; }
+    if (n_ctx < 1) { seterr(err, errlen, "context size %d is not positive", n_ctx); return nullptr; }
+    const int D = c.head_dim;
+    if (D % 32 != 0 || D > 256 || D < 32) {
+        seterr(err, errlen, "head_dim %d is not supported by the GPU path (needs a multiple of 32, at most 256)", D);
+        return nullptr;
+    }
+    if (c.n_head % c.n_head_kv != 0) { seterr(err, errlen, "n_head %d is not a multiple of n_head_kv %d", c.n_head, c.n_head_kv); return nullptr; }
+    if (c.n_embd % 32 != 0) { seterr(err, errlen, "n_embd %d is not a multiple of 32 (GPU path)", c.n_embd); return nullptr; }
+    if (c.n_expert_used > 64 || c.n_expert > 4096) { seterr(err, errlen, "expert counts (%d used of %d) too large for the GPU path", c.n_expert_used, c.n_expert); return nullptr; }
+
+    GpuModel *g = new GpuModel();
+    g->c = c;
+    g->n_ctx = n_ctx;
+    g->qdim = c.n_head * D;
+    g->kvdim = c.n_head_kv * D;
+    g->L = new DLayer[c.n_layer]();
+    const char *mm = getenv("QWEN3MOE_MMV");
+    g->use_q8 = !(mm && !strcmp(mm, "f32"));
+    g->old_mmv = mm && !strcmp(mm, "direct");
+    int Fmax = 0;
+    for (int l = 0; l < c.n_layer; l++) Fmax = std::max(Fmax, w->layers[l].n_ff);
+    g->Fmax = Fmax;
+    g->Fpad = (Fmax + 31) / 32 * 32;
+    g->nch = cdiv(n_ctx, ATT_CH);
+    g->ch_p = std::max(ATT_CH, (cdiv(n_ctx, 8) + 3) / 4 * 4);
+    g->nch_p = cdiv(n_ctx, g->ch_p);
+    g->theta_scale = powf(c.rope_theta, -2.0f / D);
+
+    /* ---- weights: one arena; small tensors as f32 ---- */
+    std::vector<const Tensor *> big;
+    auto check = [&](const Tensor *t) -> bool {
+        if (!type_supported(t->type)) {
+            const gguf_type_traits *tt = gguf_type_get(t->type);
+            seterr(err, errlen, "tensor '%s' has type %s, which the GPU path does not support", t->name, tt ? tt->name : "?");
+            return false;
+        }
+        return true;
+    };
+    size_t wbytes = 0;
+    auto add_big = [&](const Tensor *t) { big.push_back(t); wbytes = (wbytes + 255) & ~(size_t)255; wbytes += dt_bytes(t); };
+    auto add_small = [&](const Tensor *t) { wbytes = (wbytes + 255) & ~(size_t)255; wbytes += (size_t)t->ne[0] * t->ne[1] * 4; };
+    bool ok = true;
+    ok = ok && check(&w->token_embd) && check(&w->output);
+    add_big(&w->token_embd);
+    const bool tied = w->output.data == w->token_embd.data;
+    if (!tied) add_big(&w->output);
+    add_small(&w->output_norm);
+    for (int l = 0; l < c.n_layer && ok; l++) {
+        const Layer &L = w->layers[l];
+        const Tensor *bigs[] = {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output, &L.ffn_gate_exps, &L.ffn_up_exps, &L.ffn_down_exps};
+        const Tensor *smalls[] = {&L.attn_norm, &L.attn_q_norm, &L.attn_k_norm, &L.ffn_norm, &L.ffn_gate_inp};
+        for (const Tensor *t : bigs) { ok = ok && check(t); add_big(t); }
+        for (const Tensor *t : smalls) { ok = ok && check(t); add_small(t); }
+    }
+    if (!ok) { gpu_free(g); return nullptr; }
+    g->warena_bytes = wbytes + 512;   /* staged loads may read up to 15 bytes past a row */
+
+    /* ---- scratch plan ---- */
+    {
+        const size_t E = c.n_embd;
+        size_t need = std::max((size_t)(g->qdim + 2 * g->kvdim) * E, (size_t)g->qdim * E);
+        need = std::max(need, (size_t)3 * Fmax * E);
+        const size_t budget = (size_t)256 << 20;   /* elements: 512 MB of f16 */
+        size_t ws = std::max(need, budget);
+        g->EG = (int)std::max((size_t)1, std::min((size_t)c.n_expert, ws / ((size_t)3 * Fmax * E)));
+        g->OT = (int)std::min((size_t)c.n_vocab, ws / E);
+        g->wscr_elems = ws;
+    }
+    Bump b0 = {nullptr, 0};
+    plan_scratch(g, b0);
+    g->sarena_bytes = b0.off + 256;
+
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) { seterr(err, errlen, "cudaMemGetInfo failed"); gpu_free(g); return nullptr; }
+    const size_t need = g->warena_bytes + g->sarena_bytes + ((size_t)400 << 20);   /* + cuBLAS workspace and context */
+    if (need > fr) {
+        const double kv = 2.0 * c.n_layer * (double)n_ctx * g->kvdim * 2;
+        seterr(err, errlen, "the model needs %.2f GiB on the GPU (weights %.2f, KV cache %.2f for -c %d, scratch %.2f), %.2f GiB free; try a smaller -c",
+               need / 1073741824.0, g->warena_bytes / 1073741824.0, kv / 1073741824.0, n_ctx, (g->sarena_bytes - kv) / 1073741824.0,
+               fr / 1073741824.0);
+        gpu_free(g);
+        return nullptr;
+    }
+#define LCK(call)                                                                                      \
+    do {                                                                                               \
+        cudaError_t e_ = (call);                                                                       \
+        if (e_ != cudaSuccess) {                                                                       \
+            seterr(err, errlen, "%s failed: %s", #call, cudaGetErrorString(e_));                       \
+            gpu_free(g);                                                                               \
+            return nullptr;                                                                            \
+        }                                                                                              \
+    } while (0)
+    LCK(set_smem_attrs());
+    LCK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
+    if (cublasCreate(&g->cb) != CUBLAS_STATUS_SUCCESS) { seterr(err, errlen, "cublasCreate failed"); gpu_free(g); return nullptr; }
+    cublasSetStream(g->cb, g->st);
+    LCK(cudaMalloc(&g->warena, g->warena_bytes));
+    LCK(cudaMalloc(&g->sarena, g->sarena_bytes));
+    Bump b1 = {g->sarena, 0};
+    plan_scratch(g, b1);
+    LCK(cudaMallocHost(&g->h_io, 4 * sizeof(int)));
+    LCK(cudaMallocHost(&g->h_amax, sizeof(unsigned long long)));
+    LCK(cudaMallocHost(&g->h_sel, sizeof(int) * NB_MAX * c.n_expert_used));
+    LCK(cudaMallocHost(&g->h_perm, sizeof(int) * NB_MAX * c.n_expert_used));
+    LCK(cudaMallocHost(&g->h_slot, sizeof(int) * NB_MAX * c.n_expert_used));
+    /* the cache starts zeroed so that no read of an unwritten slot can produce NaN */
+    LCK(cudaMemsetAsync(g->kc, 0, sizeof(__half) * (size_t)c.n_layer * n_ctx * g->kvdim, g->st));
+    LCK(cudaMemsetAsync(g->vc, 0, sizeof(__half) * (size_t)c.n_layer * n_ctx * g->kvdim, g->st));
+
+    /* ---- upload ---- */
+    size_t off = 0, done = 0;
+    int last = -1;
+    std::vector<float> tmp;
+    auto up_big = [&](const Tensor *t, DT &d) -> bool {
+        off = (off + 255) & ~(size_t)255;
+        d.p = (const uint8_t *)g->warena + off;
+        d.type = (int)t->type;
+        d.ncols = (int)t->ne[0];
+        d.nrows = (long)(t->nbytes / t->row_bytes);
+        d.rb = t->row_bytes;
+        const size_t chunk = (size_t)64 << 20;
+        for (size_t o = 0; o < t->nbytes; o += chunk) {
+            const size_t n = std::min(chunk, t->nbytes - o);
+            if (cudaMemcpy(g->warena + off + o, (const char *)t->data + o, n, cudaMemcpyHostToDevice) != cudaSuccess) {
+                seterr(err, errlen, "uploading '%s' failed", t->name);
+                return false;
+            }
+            done += n;
+            if (show_progress) progress(done, wbytes, &last);
+        }
+        off += t->nbytes;
+        return true;
+    };
+    auto up_small = [&](const Tensor *t, float *&d) -> bool {
+        off = (off + 255) & ~(size_t)255;
+        d = (float *)(g->warena + off);
+        const size_t n = (size_t)t->ne[0] * t->ne[1];
+        tmp.resize(n);
+        for (long r = 0; r < t->ne[1]; r++)
+            gguf_dequant_row(t->type, (const char *)t->data + (size_t)r * t->row_bytes, tmp.data() + (size_t)r * t->ne[0], t->ne[0]);
+        if (cudaMemcpy(d, tmp.data(), n * 4, cudaMemcpyHostToDevice) != cudaSuccess) {
+            seterr(err, errlen, "uploading '%s' failed", t->name);
+            return false;
+        }
+        off += n * 4;
+        done += t->nbytes;
+        if (show_progress) progress(done, wbytes, &last);
+        return true;
+    };
+    ok = up_big(&w->token_embd, g->emb);
+    if (ok) {
+        if (tied) g->out = g->emb;
+        else ok = up_big(&w->output, g->out);
+    }
+    ok = ok && up_small(&w->output_norm, g->out_norm);
+    for (int l = 0; l < c.n_layer && ok; l++) {
+        const Layer &L = w->layers[l];
+        DLayer &D_ = g->L[l];
+        D_.F = L.n_ff;
+        ok = up_big(&L.attn_q, D_.q) && up_big(&L.attn_k, D_.k) && up_big(&L.attn_v, D_.v) && up_big(&L.attn_output, D_.o) &&
+             up_big(&L.ffn_gate_exps, D_.gate) && up_big(&L.ffn_up_exps, D_.up) && up_big(&L.ffn_down_exps, D_.down) &&
+             up_small(&L.attn_norm, D_.attn_norm) && up_small(&L.attn_q_norm, D_.q_norm) && up_small(&L.attn_k_norm, D_.k_norm) &&
+             up_small(&L.ffn_norm, D_.ffn_norm) && up_small(&L.ffn_gate_inp, D_.router);
+    }
+    if (show_progress && ok && done < wbytes) progress(wbytes, wbytes, &last);
+    if (!ok) { gpu_free(g); return nullptr; }
+    LCK(cudaStreamSynchronize(g->st));
+    g->cnt.assign(c.n_expert, 0);
+    g->off.assign(c.n_expert + 1, 0);
+    return g;
+#undef LCK
+}
+
+extern "C" int gpu_info(GpuModel *g, GpuInfo *info) {
+    memset(info, 0, sizeof *info);
+    int dev = 0;
+    cudaDeviceProp p;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return -1;
+    snprintf(info->name, sizeof info->name, "%s", p.name);
+    info->vram_total = p.totalGlobalMem;
+    info->vram_used_model = g ? g->warena_bytes + g->sarena_bytes + (g->logits_all ? g->logits_all_rows * g->c.n_vocab * 4 : 0) : 0;
+    return 0;
+}
+
+extern "C" double gpu_copy_bandwidth(GpuModel *g) {
+    (void)g;
+    const size_t n = (size_t)512 << 20;
+    void *a = nullptr, *b = nullptr;
+    if (cudaMalloc(&a, n) != cudaSuccess) return 0;
+    if (cudaMalloc(&b, n) != cudaSuccess) { cudaFree(a); return 0; }
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+    float best = 1e30f;
+    for (int i = 0; i < 5; i++) {
+        cudaEventRecord(e0);
+        cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+        cudaEventRecord(e1);
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        best = std::min(best, ms);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(b);
+    return 2.0 * n / (best * 1e-3);
+}
+
+/* ---------------------------------------------------------------- forward */
+static int launch_mmv(GpuModel *g, const DT *const *w, float *const *y, const int *accum, int nseg, const float *xf, const int8_t *xq,
+                      const float *xd, unsigned long long *amax, char *err, size_t errlen) {
+    const int R = 2, rows_per_block = (NTHR / WARP) * R;
+    MVArgs a;
+    memset(&a, 0, sizeof a);
+    int blocks = 0;
+    for (int i = 0; i < nseg; i++) {
+        MVSeg &s = a.s[i];
+        s.w = w[i]->p;
+        s.y = y[i];
+        s.rb = w[i]->rb;
+        s.type = w[i]->type;
+        s.ncols = w[i]->ncols;
+        s.nrows = (int)w[i]->nrows;
+        s.accum = accum ? accum[i] : 0;
+        s.blk0 = blocks;
+        blocks += cdiv(s.nrows, rows_per_block);
+    }
+    a.nseg = nseg;
+    a.xf = xf;
+    a.xq = g->use_q8 ? xq : nullptr;
+    a.xd = xd;
+    a.amax = amax;
+    if (g->old_mmv) {
+        k_mmv<2><<<blocks, NTHR, 0, g->st>>>(a);
+        CKL();
+        return 0;
+    }
+    int cap = 16, blocks2 = 0;
+    for (int i = 0; i < nseg; i++) {
+        if (!type_is_float_d(a.s[i].type)) cap = std::max(cap, stage_cap(a.s[i].rb));
+        a.s[i].blk0 = blocks2;
+        blocks2 += cdiv(a.s[i].nrows, MV2_WARPS * MV2_R);
+    }
+    k_mmv2<<<blocks2, MV2_WARPS * WARP, mmv2_smem(a.s[0].ncols, cap), g->st>>>(a, cap, a.s[0].ncols);
+    CKL();
+    return 0;
+}
+
+static int launch_experts(GpuModel *g, const DLayer &L, const float *xf, const int8_t *xq, const float *xd, float *x, char *err, size_t errlen) {
+    const Config &c = g->c;
+    const int E = c.n_embd, F = L.F, K = c.n_expert_used;
+    int8_t *hq = g->use_q8 ? g->hq : nullptr;
+    if (g->old_mmv) {
+        k_gateup<<<dim3(cdiv(F, 32), K), NTHR, 0, g->st>>>(L.gate.p, L.gate.type, L.gate.rb, L.up.p, L.up.type, L.up.rb, E, F, g->sel, xf, xq, xd,
+                                                            g->h, hq, g->hd, g->Fpad);
+        CKL();
+        k_down<<<cdiv(E, 8), NTHR, 0, g->st>>>(L.down.p, L.down.type, L.down.rb, F, E, g->sel, g->selw, K, g->h, hq, g->hd, g->Fpad, x);
+        CKL();
+        return 0;
+    }
+    const int capg = std::min(3 * 512, std::max(stage_cap(L.gate.rb), stage_cap(L.up.rb)));
+    k_gateup2<3><<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, capg), g->st>>>(L.gate.p, L.gate.type, L.gate.rb, L.up.p, L.up.type, L.up.rb, E, F,
+                                                                             g->sel, xf, xq, xd, g->h, hq, g->hd, g->Fpad, capg);
+    CKL();
+    const int capd = std::min(2 * 512, stage_cap(L.down.rb));
+    k_down2<8, 2><<<cdiv(E, 8), NTHR, down2_smem(F, 8, capd), g->st>>>(L.down.p, L.down.type, L.down.rb, F, E, g->sel, g->selw, K, g->h, hq, g->hd,
+                                                                       g->Fpad, x, capd);
+    CKL();
+    return 0;
+}
+
+static int launch_attn(GpuModel *g, const float *qkv, int stride, const __half *kc, const __half *vc, const int *pos_dev, int ch, int nch, int ntok,
+                       float *part, char *err, size_t errlen) {
+    const Config &c = g->c;
+    const int D = c.head_dim, G = c.n_head / c.n_head_kv, nhg = (G + ATT_HB - 1) / ATT_HB;
+    const dim3 grid(c.n_head_kv * nhg, nch, ntok);
+    const size_t smem = (size_t)(8 * ATT_HB + 4 * ATT_HB * D) * sizeof(float);
+    const float scale = 1.0f / sqrtf((float)D);
+#define ATT_CASE(n)                                                                                                                  \
+    case n:                                                                                                                          \
+        k_attn<n><<<grid, 128, smem, g->st>>>(qkv, stride, c.n_head, c.n_head_kv, D, kc, vc, g->kvdim, pos_dev, ch, nch, scale, part); \
+        break;
+    switch (D / 32) {
+        ATT_CASE(1) ATT_CASE(2) ATT_CASE(3) ATT_CASE(4) ATT_CASE(5) ATT_CASE(6) ATT_CASE(7) ATT_CASE(8)
+    default: seterr(err, errlen, "head_dim %d unsupported", D); return -1;
+    }
+#undef ATT_CASE
+    CKL();
+    return 0;
+}
+
+/* One decode step for the token/position in g->d_io; argmax into d_amax. */
+static int enqueue_decode(GpuModel *g, char *err, size_t errlen) {
+    const Config &c = g->c;
+    const int E = c.n_embd, D = c.head_dim, K = c.n_expert_used, nh = c.n_head, nkv = c.n_head_kv;
+    const int qkvw = g->qdim + 2 * g->kvdim;
+    cudaStream_t st = g->st;
+    int8_t *xq = g->use_q8 ? g->xq : nullptr;
+    k_embed<<<dim3(cdiv(E, 8 * 256), 1), 256, 0, st>>>(g->emb.p, g->emb.type, E, g->emb.rb, g->d_io, g->x, g->d_amax);
+    CKL();
+    for (int l = 0; l < c.n_layer; l++) {
+        const DLayer &L = g->L[l];
+        const size_t koff = (size_t)l * g->n_ctx * g->kvdim;
+        k_rmsnorm<<<1, NTHR, E * sizeof(float), st>>>(g->x, L.attn_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd);
+        CKL();
+        {
+            const DT *w[3] = {&L.q, &L.k, &L.v};
+            float *y[3] = {g->qkv, g->qkv + g->qdim, g->qkv + g->qdim + g->kvdim};
+            if (launch_mmv(g, w, y, nullptr, 3, g->xn, g->xq, g->xd, nullptr, err, errlen)) return -1;
+        }
+        k_qk_rope<<<dim3(nh + 2 * nkv, 1), (D / 2 + 31) / 32 * 32, 0, st>>>(g->qkv, qkvw, nh, nkv, D, L.q_norm, L.k_norm, c.rms_eps, g->d_io + 1,
+                                                                            g->theta_scale, g->kc + koff, g->vc + koff, g->kvdim);
+        CKL();
+        if (launch_attn(g, g->qkv, qkvw, g->kc + koff, g->vc + koff, g->d_io + 1, ATT_CH, g->nch, 1, g->part, err, errlen)) return -1;
+        k_attn_combine<<<dim3(nh, 1), D, 0, st>>>(g->part, nh, D, ATT_CH, g->nch, g->d_io + 1, g->att, nullptr, xq, g->xd);
+        CKL();
+        {
+            const DT *w[1] = {&L.o};
+            float *y[1] = {g->x};
+            const int acc[1] = {1};
+            if (launch_mmv(g, w, y, acc, 1, g->att, g->xq, g->xd, nullptr, err, errlen)) return -1;
+        }
+        k_rmsnorm<<<1, NTHR, E * sizeof(float), st>>>(g->x, L.ffn_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd);
+        CKL();
+        {
+            DT r = {(const uint8_t *)L.router, GGML_TYPE_F32, E, c.n_expert, (size_t)E * 4};
+            const DT *w[1] = {&r};
+            float *y[1] = {g->rlog};
+            if (launch_mmv(g, w, y, nullptr, 1, g->xn, nullptr, nullptr, nullptr, err, errlen)) return -1;
+        }
+        k_topk<<<1, WARP, c.n_expert * sizeof(float), st>>>(g->rlog, c.n_expert, K, g->sel, g->selw, g->rec + (size_t)l * K);
+        CKL();
+        if (launch_experts(g, L, g->xn, xq, g->xd, g->x, err, errlen)) return -1;
+    }
+    k_rmsnorm<<<1, NTHR, E * sizeof(float), st>>>(g->x, g->out_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd);
+    CKL();
+    {
+        const DT *w[1] = {&g->out};
+        float *y[1] = {g->logits};
+        if (launch_mmv(g, w, y, nullptr, 1, g->xn, g->xq, g->xd, g->d_amax, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+static int build_graph(GpuModel *g, char *err, size_t errlen) {
+    if (g->graph_ok) return 0;
+    cudaGraph_t graph = nullptr;
+    CK(cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal));
+    cudaMemcpyAsync(g->d_io, g->h_io, 2 * sizeof(int), cudaMemcpyHostToDevice, g->st);
+    int rc = enqueue_decode(g, err, errlen);
+    cudaMemcpyAsync(g->h_amax, g->d_amax, sizeof(unsigned long long), cudaMemcpyDeviceToHost, g->st);
+    cudaError_t e = cudaStreamEndCapture(g->st, &graph);
+    if (rc) { if (graph) cudaGraphDestroy(graph); return -1; }
+    if (e != cudaSuccess) { seterr(err, errlen, "graph capture failed: %s", cudaGetErrorString(e)); return -1; }
+    e = cudaGraphInstantiate(&g->graph, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) { seterr(err, errlen, "graph instantiation failed: %s", cudaGetErrorString(e)); return -1; }
+    g->graph_ok = 1;
+    return 0;
+}
+
+/* Replays the decode graph for one token (asynchronous; the caller syncs). */
+static int run_decode(GpuModel *g, int token, int pos, char *err, size_t errlen) {
+    if (build_graph(g, err, errlen)) return -1;
+    g->h_io[0] = token;
+    g->h_io[1] = pos;
+    CK(cudaGraphLaunch(g->graph, g->st));
+    return 0;
+}
+
+static int gemm16(GpuModel *g, int m, int n, int k, const __half *A, int lda, const __half *B, int ldb, float *C, int ldc, float beta, char *err,
+                  size_t errlen) {
+    const float alpha = 1.f;
+    CKB(cublasGemmEx(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, A, CUDA_R_16F, lda, B, CUDA_R_16F, ldb, &beta, C, CUDA_R_32F, ldc,
+                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return 0;
+}
+
+static int dequant(GpuModel *g, const DT &d, long r0, long nr, __half *out, long ld, char *err, size_t errlen) {
+    const long per_row = (d.ncols + 7) / 8, total = per_row * nr;
+    if (total <= 0) return 0;
+    k_dequant_f16<<<(unsigned)((total + 255) / 256), 256, 0, g->st>>>(d.p + (size_t)r0 * d.rb, d.type, d.ncols, d.rb, (int)nr, out, ld);
+    CKL();
+    return 0;
+}
+
+/* Prefill of n <= NB_MAX tokens at pos..pos+n-1. */
+static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *logits_all, float *logits_last, int *experts, char *err,
+                         size_t errlen) {
+    const Config &c = g->c;
+    const int E = c.n_embd, D = c.head_dim, K = c.n_expert_used, nh = c.n_head, nkv = c.n_head_kv, NE = c.n_expert, V = c.n_vocab;
+    const int qkvw = g->qdim + 2 * g->kvdim;
+    cudaStream_t st = g->st;
+    CK(cudaMemcpyAsync(g->ptok, tokens, n * sizeof(int), cudaMemcpyHostToDevice, st));
+    CK(cudaMemcpyAsync(g->d_pos, &pos, sizeof(int), cudaMemcpyHostToDevice, st));
+    CK(cudaStreamSynchronize(st));
+    k_embed<<<dim3(cdiv(E, 8 * 256), n), 256, 0, st>>>(g->emb.p, g->emb.type, E, g->emb.rb, g->ptok, g->px, nullptr);
+    CKL();
+    for (int l = 0; l < c.n_layer; l++) {
+        const DLayer &L = g->L[l];
+        const int F = L.F;
+        const size_t koff = (size_t)l * g->n_ctx * g->kvdim;
+        k_rmsnorm<<<n, NTHR, E * sizeof(float), st>>>(g->px, L.attn_norm, E, c.rms_eps, nullptr, g->p16, nullptr, nullptr);
+        CKL();
+        if (dequant(g, L.q, 0, L.q.nrows, g->wscr, E, err, errlen) ||
+            dequant(g, L.k, 0, L.k.nrows, g->wscr + (size_t)g->qdim * E, E, err, errlen) ||
+            dequant(g, L.v, 0, L.v.nrows, g->wscr + (size_t)(g->qdim + g->kvdim) * E, E, err, errlen))
+            return -1;
+        if (gemm16(g, qkvw, n, E, g->wscr, E, g->p16, E, g->pqkv, qkvw, 0.f, err, errlen)) return -1;
+        k_qk_rope<<<dim3(nh + 2 * nkv, n), (D / 2 + 31) / 32 * 32, 0, st>>>(g->pqkv, qkvw, nh, nkv, D, L.q_norm, L.k_norm, c.rms_eps, g->d_pos,
+                                                                            g->theta_scale, g->kc + koff, g->vc + koff, g->kvdim);
+        CKL();
+        if (launch_attn(g, g->pqkv, qkvw, g->kc + koff, g->vc + koff, g->d_pos, g->ch_p, g->nch_p, n, g->ppart, err, errlen)) return -1;
+        k_attn_combine<<<dim3(nh, n), D, 0, st>>>(g->ppart, nh, D, g->ch_p, g->nch_p, g->d_pos, nullptr, g->p16, nullptr, nullptr);
+        CKL();
+        if (dequant(g, L.o, 0, L.o.nrows, g->wscr, g->qdim, err, errlen)) return -1;
+        if (gemm16(g, E, n, g->qdim, g->wscr, g->qdim, g->p16, g->qdim, g->px, E, 1.f, err, errlen)) return -1;
+        k_rmsnorm<<<n, NTHR, E * sizeof(float), st>>>(g->px, L.ffn_norm, E, c.rms_eps, g->pxn, g->p16, nullptr, nullptr);
+        CKL();
+        {
+            const float one = 1.f, zero = 0.f;
+            CKB(cublasSgemm(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, NE, n, E, &one, L.router, E, g->pxn, E, &zero, g->prlog, NE));
+        }
+        k_topk<<<n, WARP, NE * sizeof(float), st>>>(g->prlog, NE, K, g->psel, g->pselw, nullptr);
+        CKL();
+        CK(cudaMemcpyAsync(g->h_sel, g->psel, sizeof(int) * n * K, cudaMemcpyDeviceToHost, st));
+        CK(cudaStreamSynchronize(st));
+        std::vector<int> &cnt = g->cnt, &off = g->off;
+        std::fill(cnt.begin(), cnt.end(), 0);
+        for (int i = 0; i < n * K; i++) {
+            const int e = g->h_sel[i];
+            if (e < 0 || e >= NE) { seterr(err, errlen, "router produced expert id %d (layer %d)", e, l); return -1; }
+            cnt[e]++;
+        }
+        off[0] = 0;
+        for (int e = 0; e < NE; e++) off[e + 1] = off[e] + cnt[e];
+        std::vector<int> fill(off.begin(), off.end() - 1);
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < K; k++) {
+                const int e = g->h_sel[i * K + k], s = fill[e]++;
+                g->h_perm[s] = i;
+                g->h_slot[i * K + k] = s;
+                if (experts) experts[((size_t)i * c.n_layer + l) * K + k] = e;
+            }
+        CK(cudaMemcpyAsync(g->perm, g->h_perm, sizeof(int) * n * K, cudaMemcpyHostToDevice, st));
+        CK(cudaMemcpyAsync(g->slot_of, g->h_slot, sizeof(int) * n * K, cudaMemcpyHostToDevice, st));
+        k_gather16<<<n * K, 256, 0, st>>>(g->p16, E, g->perm, g->gx16);
+        CKL();
+        const size_t FE = (size_t)F * E;
+        __half *sg = g->wscr, *su = g->wscr + (size_t)g->EG * FE, *sd = g->wscr + (size_t)2 * g->EG * FE;
+        for (int e0 = 0; e0 < NE; e0 += g->EG) {
+            const int e1 = std::min(NE, e0 + g->EG);
+            if (off[e1] == off[e0]) continue;
+            /* dequantize only the runs of experts that have tokens */
+            for (int e = e0; e < e1; e++) {
+                if (!cnt[e]) continue;
+                int e2 = e;
+                while (e2 + 1 < e1 && cnt[e2 + 1]) e2++;
+                const long ne_ = e2 - e + 1;
+                if (dequant(g, L.gate, (long)e * F, ne_ * F, sg + (size_t)(e - e0) * FE, E, err, errlen) ||
+                    dequant(g, L.up, (long)e * F, ne_ * F, su + (size_t)(e - e0) * FE, E, err, errlen) ||
+                    dequant(g, L.down, (long)e * E, ne_ * E, sd + (size_t)(e - e0) * FE, F, err, errlen))
+                    return -1;
+                e = e2;
+            }
+            for (int e = e0; e < e1; e++) {
+                if (!cnt[e]) continue;
+                if (gemm16(g, F, cnt[e], E, sg + (size_t)(e - e0) * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F, 2 * F, 0.f,
+                           err, errlen) ||
+                    gemm16(g, F, cnt[e], E, su + (size_t)(e - e0) * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F + F, 2 * F,
+                           0.f, err, errlen))
+                    return -1;
+            }
+            const long nel = (long)(off[e1] - off[e0]) * F;
+            k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu + (size_t)off[e0] * 2 * F, F, nel, g->h16 + (size_t)off[e0] * F);
+            CKL();
+            for (int e = e0; e < e1; e++) {
+                if (!cnt[e]) continue;
+                if (gemm16(g, E, cnt[e], F, sd + (size_t)(e - e0) * FE, F, g->h16 + (size_t)off[e] * F, F, g->dout + (size_t)off[e] * E, E, 0.f, err,
+                           errlen))
+                    return -1;
+            }
+        }
+        k_moe_combine<<<n, 256, 0, st>>>(g->dout, E, g->slot_of, g->pselw, K, g->px);
+        CKL();
+    }
+    if (logits_all) {
+        if (g->logits_all_rows < (size_t)n) {
+            cudaFree(g->logits_all);
+            g->logits_all = nullptr;
+            CK(cudaMalloc(&g->logits_all, (size_t)n * V * sizeof(float)));
+            g->logits_all_rows = n;
+        }
+        k_rmsnorm<<<n, NTHR, E * sizeof(float), st>>>(g->px, g->out_norm, E, c.rms_eps, nullptr, g->p16, nullptr, nullptr);
+        CKL();
+        for (long r0 = 0; r0 < V; r0 += g->OT) {
+            const int nr = (int)std::min((long)g->OT, V - r0);
+            if (dequant(g, g->out, r0, nr, g->wscr, E, err, errlen)) return -1;
+            if (gemm16(g, nr, n, E, g->wscr, E, g->p16, E, g->logits_all + r0, V, 0.f, err, errlen)) return -1;
+        }
+        CK(cudaMemcpyAsync(logits_all, g->logits_all, (size_t)n * V * sizeof(float), cudaMemcpyDeviceToHost, st));
+    } else if (logits_last) {
+        int8_t *xq = g->use_q8 ? g->xq : nullptr;
+        k_rmsnorm<<<1, NTHR, E * sizeof(float), st>>>(g->px + (size_t)(n - 1) * E, g->out_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd);
+        CKL();
+        const DT *w[1] = {&g->out};
+        float *y[1] = {g->logits};
+        if (launch_mmv(g, w, y, nullptr, 1, g->xn, g->xq, g->xd, nullptr, err, errlen)) return -1;
+        CK(cudaMemcpyAsync(logits_last, g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st));
+    }
+    CK(cudaStreamSynchronize(st));
+    return 0;
+}
+
+extern "C" int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits, int all_logits, int *experts, char *err, size_t errlen) {
+    const Config &c = g->c;
+    const int V = c.n_vocab, NL = c.n_layer, K = c.n_expert_used;
+    if (n < 1 || pos < 0 || pos + n > g->n_ctx) {
+        seterr(err, errlen, "cannot evaluate %d tokens at position %d with a context of %d", n, pos, g->n_ctx);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= V) { seterr(err, errlen, "token id %d out of range [0, %d)", tokens[i], V); return -1; }
+    const char *pf = getenv("QWEN3MOE_PREFILL_MIN");
+    const int prefill_min = pf ? atoi(pf) : 3;
+    if (n < prefill_min) {
+        for (int i = 0; i < n; i++) {
+            if (run_decode(g, tokens[i], pos + i, err, errlen)) return -1;
+            if (logits && (all_logits || i == n - 1))
+                CK(cudaMemcpyAsync(logits + (all_logits ? (size_t)i * V : 0), g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, g->st));
+            if (experts) CK(cudaMemcpyAsync(experts + (size_t)i * NL * K, g->rec, sizeof(int) * NL * K, cudaMemcpyDeviceToHost, g->st));
+            CK(cudaStreamSynchronize(g->st));
+        }
+        return 0;
+    }
+    for (int s = 0; s < n; s += NB_MAX) {
+        const int nn = std::min(NB_MAX, n - s);
+        float *la = logits && all_logits ? logits + (size_t)s * V : nullptr;
+        float *ll = logits && !all_logits && s + nn == n ? logits : nullptr;
+        if (prefill_chunk(g, tokens + s, nn, pos + s, la, ll, experts ? experts + (size_t)s * NL * K : nullptr, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+extern "C" int gpu_decode_greedy(GpuModel *g, int token, int pos, int *next, char *err, size_t errlen) {
+    if (pos < 0 || pos >= g->n_ctx) { seterr(err, errlen, "position %d outside the context of %d", pos, g->n_ctx); return -1; }
+    if (token < 0 || token >= g->c.n_vocab) { seterr(err, errlen, "token id %d out of range", token); return -1; }
+    if (run_decode(g, token, pos, err, errlen)) return -1;
+    CK(cudaStreamSynchronize(g->st));
+    const unsigned long long k = *g->h_amax;
+    if (k == 0ull) { seterr(err, errlen, "the logits are all NaN at position %d", pos); return -1; }
+    *next = (int)(~(uint32_t)(k & 0xffffffffull));
+    return 0;
+}

@@ -1,0 +1,481 @@
+/* tests/gpu/test_kernels.cu — every GPU kernel of qwen3moe_cuda.cu against a CPU
+ * computation on fresh random inputs, for every supported quant type and odd sizes.
+ * Outputs are poisoned (NaN) before each launch. Prints TAP-style lines and a
+ * final "N passed, N failed"; exit code 1 on any failure. Needs a CUDA device. */
+#define GGUF_IMPLEMENTATION
+#include "../../gguf.h"
+#include "../../qwen3moe_cuda.cu"
+#include "../randquant.h"
+#include <vector>
+
+static int n_pass = 0, n_fail = 0;
+static void report(bool ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf(ok ? "ok - " : "not ok - ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    (ok ? n_pass : n_fail)++;
+}
+#define CU(x)                                                                                     \
+    do {                                                                                          \
+        cudaError_t e_ = (x);                                                                     \
+        if (e_ != cudaSuccess) { printf("not ok - CUDA %s: %s (line %d)\n", #x, cudaGetErrorString(e_), __LINE__); exit(1); } \
+    } while (0)
+
+static uint64_t rng = 0x1234567ull;
+static float randn() {
+    float s = 0;
+    for (int i = 0; i < 4; i++) s += randquant_unit(&rng);
+    return (s - 2.0f) * 1.7320508f;
+}
+template <class T> static T *dalloc(size_t n) { T *p; CU(cudaMalloc(&p, n * sizeof(T) + 256)); CU(cudaMemset(p, 0xFF, n * sizeof(T) + 256)); return p; }
+template <class T> static T *dup(const std::vector<T> &v) { T *p = dalloc<T>(v.size()); CU(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice)); return p; }
+template <class T> static std::vector<T> back(const T *p, size_t n) { std::vector<T> v(n); CU(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost)); return v; }
+static void poison(void *p, size_t bytes) { CU(cudaMemset(p, 0xFF, bytes)); }
+
+static const uint32_t TYPES[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1,
+                                 GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K,
+                                 GGML_TYPE_Q6_K, GGML_TYPE_IQ4_NL, GGML_TYPE_IQ4_XS};
+static const char *tname(uint32_t t) { return gguf_type_get(t)->name; }
+static int blk(uint32_t t) { return gguf_type_get(t)->blck_size; }
+
+/* random weight matrix of nrows x ncols in type t, plus its f32 dequantization */
+struct HostW {
+    std::vector<uint8_t> q;
+    std::vector<float> f;
+    size_t rb;
+};
+static HostW make_w(uint32_t t, int ncols, long nrows) {
+    HostW w;
+    w.rb = gguf_row_bytes(t, ncols);
+    w.q.resize(w.rb * nrows + 16);
+    randquant_fill(t, w.q.data(), (int64_t)ncols * nrows, &rng, 0.5f);
+    w.f.resize((size_t)ncols * nrows);
+    for (long r = 0; r < nrows; r++) gguf_dequant_row(t, w.q.data() + r * w.rb, w.f.data() + (size_t)r * ncols, ncols);
+    return w;
+}
+
+static void test_dequant() {
+    for (uint32_t t : TYPES) {
+        const int b = blk(t);
+        const int ncols = b == 256 ? 768 : b == 32 ? 32 * 7 : 37, nrows = 5;
+        HostW w = make_w(t, ncols, nrows);
+        uint8_t *dw = dup(w.q);
+        __half *out = dalloc<__half>((size_t)nrows * ncols);
+        const long total = (long)((ncols + 7) / 8) * nrows;
+        k_dequant_f16<<<(unsigned)((total + 255) / 256), 256>>>(dw, (int)t, ncols, w.rb, nrows, out, ncols);
+        CU(cudaGetLastError());
+        std::vector<__half> h = back(out, (size_t)nrows * ncols);
+        double worst = 0;
+        bool ok = true;
+        for (size_t i = 0; i < h.size(); i++) {
+            const float g = __half2float(h[i]), r = w.f[i];
+            const double e = fabs((double)g - r) / (fabs(r) + 1e-3);
+            if (!(e <= 1e-3)) ok = false;
+            if (e > worst || e != e) worst = e;
+        }
+        report(ok, "dequant f16 %s %dx%d (worst rel %.2g)", tname(t), nrows, ncols, worst);
+        cudaFree(dw);
+        cudaFree(out);
+    }
+}
+
+/* quantize x on the device and return its dequantized value as the CPU sees it */
+static void quant_x(const std::vector<float> &x, float **dxf, int8_t **dxq, float **dxd, std::vector<float> &xdq) {
+    const int n = (int)x.size();
+    *dxf = dup(x);
+    *dxq = dalloc<int8_t>(n + 256);
+    *dxd = dalloc<float>(n / 32 + 8);
+    xdq = x;
+    if (n % 32) { *dxq = nullptr; *dxd = nullptr; return; }
+    k_quant<<<cdiv(n / 32, 8), 256>>>(*dxf, n / 32, *dxq, *dxd);
+    CU(cudaGetLastError());
+    std::vector<int8_t> q = back(*dxq, n);
+    std::vector<float> d = back(*dxd, n / 32);
+    bool ok = true;
+    for (int i = 0; i < n; i++) {
+        xdq[i] = (float)q[i] * d[i / 32];
+        if (!(fabsf(xdq[i] - x[i]) <= d[i / 32] * 0.5001f + 1e-12f)) ok = false;
+    }
+    static int once = 0;
+    if (!once++ || !ok) report(ok, "int8 activation quantization (n=%d): |q*d - x| <= d/2", n);
+}
+
+static void check_vec(const char *what, const std::vector<float> &got, const std::vector<double> &ref, const std::vector<double> &scale, double rtol) {
+    double worst = 0;
+    bool ok = true;
+    for (size_t i = 0; i < got.size(); i++) {
+        const double e = fabs((double)got[i] - ref[i]) / (scale[i] + 1e-30);
+        if (!(e <= rtol)) ok = false;
+        if (e > worst || e != e) worst = e;
+    }
+    report(ok, "%s (worst %.3g of tolerance %.1g)", what, worst, rtol);
+}
+
+static void test_mmv() {
+    for (uint32_t t : TYPES) {
+        const int b = blk(t);
+        const int shapes[2][2] = {{b == 256 ? 2048 : b == 32 ? 2048 : 2048, 37}, {b == 256 ? 1280 : b == 32 ? 32 * 41 : 333, 19}};
+        for (int si = 0; si < 2; si++) {
+            const int ncols = shapes[si][0], nrows = shapes[si][1];
+            HostW w = make_w(t, ncols, nrows);
+            std::vector<float> x(ncols);
+            for (auto &v : x) v = randn();
+            float *xf, *xd;
+            int8_t *xq;
+            std::vector<float> xdq;
+            quant_x(x, &xf, &xq, &xd, xdq);
+            uint8_t *dw = dup(w.q);
+            float *y = dalloc<float>(nrows);
+            for (int mode = 0; mode < 4; mode++) {   /* 0/2: int8 activations, 1/3: f32 activations; 0/1 staged kernel, 2/3 direct */
+                if (mode % 2 == 0 && !xq) continue;
+                poison(y, nrows * 4);
+                MVArgs a;
+                memset(&a, 0, sizeof a);
+                a.s[0] = {dw, y, w.rb, (int)t, ncols, nrows, 0, 0};
+                a.nseg = 1;
+                a.xf = xf;
+                a.xq = mode % 2 == 0 ? xq : nullptr;
+                a.xd = xd;
+                if (mode < 2) {
+                    const int cap = type_is_float_d(t) ? 16 : stage_cap(w.rb);
+                    k_mmv2<<<cdiv(nrows, MV2_WARPS * MV2_R), MV2_WARPS * WARP, mmv2_smem(ncols, cap)>>>(a, cap, ncols);
+                } else {
+                    k_mmv<2><<<cdiv(nrows, 16), NTHR>>>(a);
+                }
+                CU(cudaGetLastError());
+                std::vector<float> got = back(y, nrows);
+                const std::vector<float> &xs = (mode % 2 == 0 || type_is_float_d(t)) && xq ? xdq : x;
+                std::vector<double> ref(nrows), sc(nrows);
+                for (int r = 0; r < nrows; r++) {
+                    double s = 0, a2 = 0;
+                    for (int i = 0; i < ncols; i++) { s += (double)w.f[(size_t)r * ncols + i] * xs[i]; a2 += fabs((double)w.f[(size_t)r * ncols + i] * xs[i]); }
+                    ref[r] = s;
+                    sc[r] = a2;
+                }
+                /* float types always use f32 x; compare them against the f32 x */
+                if (type_is_float_d(t)) {
+                    for (int r = 0; r < nrows; r++) {
+                        double s = 0;
+                        for (int i = 0; i < ncols; i++) s += (double)w.f[(size_t)r * ncols + i] * x[i];
+                        ref[r] = s;
+                    }
+                }
+                char what[128];
+                snprintf(what, sizeof what, "matvec %s %s %dx%d %s", mode < 2 ? "staged" : "direct", tname(t), nrows, ncols, mode % 2 == 0 ? "int8-x" : "f32-x");
+                check_vec(what, got, ref, sc, 2e-5);
+            }
+            cudaFree(dw); cudaFree(y); cudaFree(xf); if (xq) cudaFree(xq); if (xd) cudaFree(xd);
+        }
+    }
+    /* three segments of different types in one launch, the last accumulating */
+    {
+        const int ncols = 1024;
+        const uint32_t ts[3] = {GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_Q8_0};
+        const int nr[3] = {40, 9, 23};
+        std::vector<float> x(ncols);
+        for (auto &v : x) v = randn();
+        float *xf, *xd;
+        int8_t *xq;
+        std::vector<float> xdq;
+        quant_x(x, &xf, &xq, &xd, xdq);
+        MVArgs a;
+        memset(&a, 0, sizeof a);
+        HostW w[3];
+        float *y[3];
+        std::vector<float> init(nr[2]);
+        for (auto &v : init) v = randn();
+        int blocks = 0;
+        for (int s = 0; s < 3; s++) {
+            w[s] = make_w(ts[s], ncols, nr[s]);
+            y[s] = s == 2 ? dup(init) : dalloc<float>(nr[s]);
+            a.s[s] = {dup(w[s].q), y[s], w[s].rb, (int)ts[s], ncols, nr[s], s == 2, blocks};
+            blocks += cdiv(nr[s], 16);
+        }
+        a.nseg = 3; a.xf = xf; a.xq = xq; a.xd = xd;
+        int cap = 16, b2 = 0;
+        for (int s = 0; s < 3; s++) { cap = std::max(cap, stage_cap(w[s].rb)); a.s[s].blk0 = b2; b2 += cdiv(nr[s], MV2_WARPS * MV2_R); }
+        k_mmv2<<<b2, MV2_WARPS * WARP, mmv2_smem(ncols, cap)>>>(a, cap, ncols);
+        (void)blocks;
+        CU(cudaGetLastError());
+        for (int s = 0; s < 3; s++) {
+            std::vector<float> got = back(y[s], nr[s]);
+            std::vector<double> ref(nr[s]), sc(nr[s]);
+            for (int r = 0; r < nr[s]; r++) {
+                double v = s == 2 ? init[r] : 0, a2 = s == 2 ? fabs(init[r]) : 0;
+                for (int i = 0; i < ncols; i++) { v += (double)w[s].f[(size_t)r * ncols + i] * xdq[i]; a2 += fabs((double)w[s].f[(size_t)r * ncols + i] * xdq[i]); }
+                ref[r] = v; sc[r] = a2;
+            }
+            char what[96];
+            snprintf(what, sizeof what, "matvec 3 segments in one launch: segment %d (%s%s)", s, tname(ts[s]), s == 2 ? ", accumulate" : "");
+            check_vec(what, got, ref, sc, 2e-5);
+        }
+    }
+}
+
+static double silu_d(double g) { return g / (1.0 + exp(-g)); }
+
+static void test_experts() {
+  for (int variant = 0; variant < 3; variant++)   /* 0: staged, down 8 rows; 1: staged, down 2 rows; 2: direct */
+    for (uint32_t t : TYPES) {
+        const int b = blk(t);
+        const int E = b == 1 ? 264 : 512, F = b == 256 ? 256 : b == 32 ? 96 : 40, NE = 5, K = 3;
+        const int Fpad = (F + 31) / 32 * 32;
+        HostW wg = make_w(t, E, (long)F * NE), wu = make_w(t, E, (long)F * NE), wd = make_w(t, F, (long)E * NE);
+        std::vector<float> x(E), res(E);
+        for (auto &v : x) v = randn();
+        for (auto &v : res) v = randn();
+        float *xf, *xd;
+        int8_t *xq;
+        std::vector<float> xdq;
+        quant_x(x, &xf, &xq, &xd, xdq);
+        const std::vector<int> sel = {3, 0, 4};
+        const std::vector<float> selw = {0.5f, 0.3f, 0.2f};
+        int *dsel = dup(sel);
+        float *dselw = dup(selw), *dres = dup(res);
+        uint8_t *dg = dup(wg.q), *du = dup(wu.q), *dd = dup(wd.q);
+        float *h = dalloc<float>((size_t)K * Fpad), *hd = dalloc<float>((size_t)K * Fpad / 32 + 8);
+        int8_t *hq = dalloc<int8_t>((size_t)K * Fpad + 256);
+        if (variant < 2) {
+            /* variant 1: a small staging cap, so rows go through several chunks */
+            const int cap = variant == 0 ? std::min(1536, stage_cap(wg.rb)) : std::min(stage_cap(wg.rb), 256 + 48);
+            k_gateup2<3><<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, cap)>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, xf, xq, xd, h, hq, hd, Fpad, cap);
+        } else {
+            k_gateup<<<dim3(cdiv(F, 32), K), NTHR>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, xf, xq, xd, h, hq, hd, Fpad);
+        }
+        CU(cudaGetLastError());
+        std::vector<float> gh = back(h, (size_t)K * F);
+        std::vector<int8_t> ghq = back(hq, (size_t)K * Fpad);
+        std::vector<float> ghd = back(hd, (size_t)K * Fpad / 32);
+        const std::vector<float> &xs = type_is_float_d(t) ? x : xdq;
+        std::vector<double> ref(K * F), sc(K * F);
+        for (int k = 0; k < K; k++)
+            for (int r = 0; r < F; r++) {
+                double g = 0, u = 0, ag = 0, au = 0;
+                const size_t row = ((size_t)sel[k] * F + r) * E;
+                for (int i = 0; i < E; i++) {
+                    g += (double)wg.f[row + i] * xs[i]; ag += fabs((double)wg.f[row + i] * xs[i]);
+                    u += (double)wu.f[row + i] * xs[i]; au += fabs((double)wu.f[row + i] * xs[i]);
+                }
+                ref[k * F + r] = silu_d(g) * u;
+                sc[k * F + r] = (fabs(silu_d(g)) + 1) * au + fabs(u) * ag + 1e-6;
+            }
+        char what[128];
+        static const char *vn[3] = {"staged", "staged in small chunks", "direct"};
+        snprintf(what, sizeof what, "%s gate+up+SwiGLU, k=%d experts in one launch, %s E=%d F=%d", vn[variant], K, tname(t), E, F);
+        check_vec(what, gh, ref, sc, 2e-5);
+        /* down with the h the kernel produced (int8 for quant types, f32 for float types) */
+        std::vector<float> hx((size_t)K * F);
+        for (int k = 0; k < K; k++)
+            for (int r = 0; r < F; r++)
+                hx[k * F + r] = type_is_float_d(t) ? gh[k * F + r] : (float)ghq[k * Fpad + r] * ghd[(k * Fpad + r) / 32];
+        const int capd = variant == 0 ? std::min(1024, stage_cap(wd.rb)) : std::min(stage_cap(wd.rb), 256 + 48);
+        if (variant < 2) k_down2<8, 2><<<cdiv(E, 8), NTHR, down2_smem(F, 8, capd)>>>(dd, (int)t, wd.rb, F, E, dsel, dselw, K, h, hq, hd, Fpad, dres, capd);
+        else k_down<<<cdiv(E, 8), NTHR>>>(dd, (int)t, wd.rb, F, E, dsel, dselw, K, h, hq, hd, Fpad, dres);
+        CU(cudaGetLastError());
+        std::vector<float> got = back(dres, E);
+        std::vector<double> r2(E), s2(E);
+        for (int r = 0; r < E; r++) {
+            double v = res[r], a = fabs(res[r]);
+            for (int k = 0; k < K; k++) {
+                const size_t row = ((size_t)sel[k] * E + r) * F;
+                double s = 0, sa = 0;
+                for (int i = 0; i < F; i++) { s += (double)wd.f[row + i] * hx[k * F + i]; sa += fabs((double)wd.f[row + i] * hx[k * F + i]); }
+                v += selw[k] * s;
+                a += selw[k] * sa;
+            }
+            r2[r] = v; s2[r] = a;
+        }
+        snprintf(what, sizeof what, "%s down x routing weights + residual, %s F=%d E=%d", vn[variant], tname(t), F, E);
+        check_vec(what, got, r2, s2, 2e-5);
+        cudaFree(dsel); cudaFree(dselw); cudaFree(dres); cudaFree(dg); cudaFree(du); cudaFree(dd); cudaFree(h); cudaFree(hd); cudaFree(hq);
+        cudaFree(xf); if (xq) cudaFree(xq); if (xd) cudaFree(xd);
+    }
+}
+
+static void test_rmsnorm_topk() {
+    const int E = 2080, n = 3;
+    std::vector<float> x((size_t)n * E), w(E);
+    for (auto &v : x) v = randn() * 3;
+    for (auto &v : w) v = 1 + 0.2f * randn();
+    float *dx = dup(x), *dw = dup(w), *out = dalloc<float>((size_t)n * E), *od = dalloc<float>((size_t)n * E / 32);
+    __half *o16 = dalloc<__half>((size_t)n * E);
+    int8_t *oq = dalloc<int8_t>((size_t)n * E);
+    k_rmsnorm<<<n, NTHR, E * 4>>>(dx, dw, E, 1e-6f, out, o16, oq, od);
+    CU(cudaGetLastError());
+    std::vector<float> got = back(out, (size_t)n * E), d = back(od, (size_t)n * E / 32);
+    std::vector<__half> g16 = back(o16, (size_t)n * E);
+    std::vector<int8_t> q = back(oq, (size_t)n * E);
+    std::vector<double> ref((size_t)n * E), sc((size_t)n * E);
+    bool qok = true, hok = true;
+    for (int i = 0; i < n; i++) {
+        double ss = 0;
+        for (int e = 0; e < E; e++) ss += (double)x[i * E + e] * x[i * E + e];
+        const double s = 1.0 / sqrt(ss / E + 1e-6);
+        for (int e = 0; e < E; e++) {
+            ref[i * E + e] = x[i * E + e] * s * w[e];
+            sc[i * E + e] = fabs(ref[i * E + e]) + 1e-3;
+            const size_t k = (size_t)i * E + e;
+            if (!(fabsf(q[k] * d[k / 32] - got[k]) <= d[k / 32] * 0.5001f)) qok = false;
+            if (!(fabsf(__half2float(g16[k]) - got[k]) <= 1e-3f * fabsf(got[k]) + 1e-6f)) hok = false;
+        }
+    }
+    check_vec("rmsnorm f32 (3 rows of 2080)", got, ref, sc, 1e-5);
+    report(qok, "rmsnorm int8 copy within half a step");
+    report(hok, "rmsnorm f16 copy");
+
+    const int ne = 128, K = 8, nt = 5;
+    std::vector<float> lg((size_t)nt * ne);
+    for (auto &v : lg) v = 2 * randn();
+    float *dl = dup(lg), *dsw = dalloc<float>(nt * K);
+    int *ds = dalloc<int>(nt * K), *rec = dalloc<int>(K);
+    k_topk<<<nt, WARP, ne * 4>>>(dl, ne, K, ds, dsw, rec);
+    CU(cudaGetLastError());
+    std::vector<int> gs = back(ds, nt * K);
+    std::vector<float> gw = back(dsw, nt * K);
+    bool ok = true;
+    double worst = 0;
+    for (int i = 0; i < nt; i++) {
+        std::vector<double> p(ne);
+        double mx = -1e30, sum = 0;
+        for (int e = 0; e < ne; e++) mx = std::max(mx, (double)lg[i * ne + e]);
+        for (int e = 0; e < ne; e++) { p[e] = exp(lg[i * ne + e] - mx); sum += p[e]; }
+        std::vector<int> idx(ne);
+        for (int e = 0; e < ne; e++) idx[e] = e;
+        std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return p[a] > p[b]; });
+        double ws = 0;
+        for (int k = 0; k < K; k++) ws += p[idx[k]];
+        for (int k = 0; k < K; k++) {
+            if (gs[i * K + k] != idx[k]) ok = false;
+            const double e = fabs(gw[i * K + k] - p[idx[k]] / ws);
+            if (!(e < 1e-5)) ok = false;
+            worst = std::max(worst, e);
+        }
+    }
+    report(ok, "router top-%d of %d: ids in descending order and renormalized weights (worst %.2g)", K, ne, worst);
+    cudaFree(dx); cudaFree(dw); cudaFree(out); cudaFree(od); cudaFree(o16); cudaFree(oq); cudaFree(dl); cudaFree(dsw); cudaFree(ds); cudaFree(rec);
+}
+
+/* qk-norm + NEOX RoPE + cache write, then chunked attention + combine, vs CPU */
+static void test_attention(int D, int nh, int nkv, int n_ctx, int pos0, int ntok, int ch) {
+    const int kvdim = nkv * D, qdim = nh * D, stride = qdim + 2 * kvdim;
+    const float theta = 10000.f, eps = 1e-6f, ts = powf(theta, -2.0f / D);
+    std::vector<float> qkv((size_t)ntok * stride), qn(D), kn(D);
+    for (auto &v : qkv) v = randn();
+    for (auto &v : qn) v = 1 + 0.3f * randn();
+    for (auto &v : kn) v = 1 + 0.3f * randn();
+    std::vector<__half> kc((size_t)n_ctx * kvdim), vc((size_t)n_ctx * kvdim);
+    for (size_t i = 0; i < kc.size(); i++) { kc[i] = __float2half(randn()); vc[i] = __float2half(randn()); }
+    float *dqkv = dup(qkv), *dqn = dup(qn), *dkn = dup(kn);
+    __half *dkc = dup(kc), *dvc = dup(vc);
+    int *dpos = dup(std::vector<int>{pos0});
+    k_qk_rope<<<dim3(nh + 2 * nkv, ntok), (D / 2 + 31) / 32 * 32>>>(dqkv, stride, nh, nkv, D, dqn, dkn, eps, dpos, ts, dkc, dvc, kvdim);
+    CU(cudaGetLastError());
+    /* CPU: norm + rope on a copy */
+    std::vector<float> cq = qkv;
+    for (int i = 0; i < ntok; i++) {
+        for (int hh = 0; hh < nh + nkv; hh++) {
+            float *v = &cq[(size_t)i * stride + hh * D];
+            const float *w = hh < nh ? qn.data() : kn.data();
+            double ss = 0;
+            for (int d = 0; d < D; d++) ss += (double)v[d] * v[d];
+            const float s = 1.0f / sqrtf((float)(ss / D) + eps);
+            for (int d = 0; d < D; d++) v[d] = v[d] * s * w[d];
+            float th = (float)(pos0 + i);
+            for (int d = 0; d < D / 2; d++) {
+                const float c = cosf(th), sn = sinf(th), x0 = v[d], x1 = v[d + D / 2];
+                v[d] = x0 * c - x1 * sn;
+                v[d + D / 2] = x0 * sn + x1 * c;
+                th *= ts;
+            }
+            if (hh >= nh)
+                for (int d = 0; d < D; d++) kc[(size_t)(pos0 + i) * kvdim + (hh - nh) * D + d] = __float2half(v[d]);
+        }
+        for (int d = 0; d < kvdim; d++) vc[(size_t)(pos0 + i) * kvdim + d] = __float2half(qkv[(size_t)i * stride + qdim + kvdim + d]);
+    }
+    std::vector<float> gq = back(dqkv, (size_t)ntok * stride);
+    std::vector<__half> gk = back(dkc, kc.size()), gv = back(dvc, vc.size());
+    bool ok = true;
+    for (int i = 0; i < ntok; i++)
+        for (int e = 0; e < qdim; e++)
+            if (!(fabsf(gq[(size_t)i * stride + e] - cq[(size_t)i * stride + e]) <= 1e-4f * (1 + fabsf(cq[(size_t)i * stride + e])))) ok = false;
+    report(ok, "q RMSNorm per head + NEOX RoPE (D=%d, pos %d..%d)", D, pos0, pos0 + ntok - 1);
+    ok = true;
+    for (size_t i = 0; i < kc.size(); i++) {
+        if (!(fabsf(__half2float(gk[i]) - __half2float(kc[i])) <= 2e-3f * (1 + fabsf(__half2float(kc[i]))))) ok = false;
+        if (!(__half2float(gv[i]) == __half2float(vc[i]))) ok = false;
+    }
+    report(ok, "k norm + RoPE and v written to the f16 cache at their positions only");
+    /* attention */
+    const int nch = cdiv(n_ctx, ch);
+    float *part = dalloc<float>((size_t)ntok * nh * nch * (D + 2));
+    float *out = dalloc<float>((size_t)ntok * qdim), *od = dalloc<float>((size_t)ntok * qdim / 32);
+    __half *o16 = dalloc<__half>((size_t)ntok * qdim);
+    int8_t *oq = dalloc<int8_t>((size_t)ntok * qdim);
+    const int G = nh / nkv, nhg = (G + ATT_HB - 1) / ATT_HB;
+    const size_t smem = (size_t)(8 * ATT_HB + 4 * ATT_HB * D) * sizeof(float);
+    const float scale = 1.0f / sqrtf((float)D);
+    const dim3 grid(nkv * nhg, nch, ntok);
+    switch (D / 32) {
+    case 2: k_attn<2><<<grid, 128, smem>>>(dqkv, stride, nh, nkv, D, dkc, dvc, kvdim, dpos, ch, nch, scale, part); break;
+    case 4: k_attn<4><<<grid, 128, smem>>>(dqkv, stride, nh, nkv, D, dkc, dvc, kvdim, dpos, ch, nch, scale, part); break;
+    case 8: k_attn<8><<<grid, 128, smem>>>(dqkv, stride, nh, nkv, D, dkc, dvc, kvdim, dpos, ch, nch, scale, part); break;
+    default: report(false, "test D"); return;
+    }
+    CU(cudaGetLastError());
+    k_attn_combine<<<dim3(nh, ntok), D>>>(part, nh, D, ch, nch, dpos, out, o16, oq, od);
+    CU(cudaGetLastError());
+    std::vector<float> got = back(out, (size_t)ntok * qdim);
+    std::vector<double> ref((size_t)ntok * qdim), sc((size_t)ntok * qdim);
+    for (int i = 0; i < ntok; i++)
+        for (int h = 0; h < nh; h++) {
+            const int kvh = h / G, P = pos0 + i;
+            std::vector<double> s(P + 1);
+            double mx = -1e300;
+            for (int t = 0; t <= P; t++) {
+                double d = 0;
+                for (int e = 0; e < D; e++) d += (double)gq[(size_t)i * stride + h * D + e] * __half2float(gk[(size_t)t * kvdim + kvh * D + e]);
+                s[t] = d / sqrt((double)D);
+                mx = std::max(mx, s[t]);
+            }
+            double sum = 0;
+            for (int t = 0; t <= P; t++) { s[t] = exp(s[t] - mx); sum += s[t]; }
+            for (int e = 0; e < D; e++) {
+                double a = 0, aa = 0;
+                for (int t = 0; t <= P; t++) {
+                    const double v = __half2float(gv[(size_t)t * kvdim + kvh * D + e]);
+                    a += s[t] * v; aa += s[t] * fabs(v);
+                }
+                ref[(size_t)i * qdim + h * D + e] = a / sum;
+                sc[(size_t)i * qdim + h * D + e] = aa / sum + 1e-3;
+            }
+        }
+    char what[160];
+    snprintf(what, sizeof what, "attention GQA %d/%d heads D=%d, %d queries at %d, chunks of %d (causal, cache of %d)", nh, nkv, D, ntok, pos0, ch, n_ctx);
+    check_vec(what, got, ref, sc, 1e-4);
+    cudaFree(dqkv); cudaFree(dqn); cudaFree(dkn); cudaFree(dkc); cudaFree(dvc); cudaFree(dpos); cudaFree(part); cudaFree(out); cudaFree(od); cudaFree(o16); cudaFree(oq);
+}
+
+int main(int argc, char **argv) {
+    int ndev = gpu_device_count();
+    if (ndev <= 0) { printf("ok - no CUDA device: kernel tests skipped # SKIP\n0 passed, 0 failed\n"); return 0; }
+    cudaDeviceProp p;
+    CU(cudaGetDeviceProperties(&p, 0));
+    printf("# device: %s\n", p.name);
+    CU(set_smem_attrs());
+    if (argc > 1) rng ^= strtoull(argv[1], nullptr, 10) * 0x9e3779b97f4a7c15ull;
+    test_dequant();
+    test_mmv();
+    test_experts();
+    test_rmsnorm_topk();
+    test_attention(128, 32, 4, 700, 517, 3, 256);
+    test_attention(64, 6, 2, 300, 41, 5, 32);
+    test_attention(256, 8, 8, 130, 129, 1, 64);
+    test_attention(128, 12, 1, 1000, 999, 1, 256);
+    CU(cudaDeviceSynchronize());
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
