@@ -83,6 +83,11 @@ int gpu_info(GpuModel *g, GpuInfo *info);
  * selected in each layer (order within a layer: descending routing weight). */
 int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits,
              int all_logits, int *experts, char *err, size_t errlen);
+/* For the following gpu_eval calls of n tokens each (--parity): use these expert
+ * ids (n*n_layer*n_expert_used, the caller keeps them alive) instead of the
+ * router's choice, weighted by the router's own probabilities; gpu_eval's
+ * experts still reports what the router chose. ids = NULL turns it off. */
+int gpu_force_experts(GpuModel *g, const int *ids, int n, char *err, size_t errlen);
 /* One greedy decode step (CUDA graph replay): only the argmax id comes back. */
 int gpu_decode_greedy(GpuModel *g, int token, int pos, int *next, char *err, size_t errlen);
 /* Device-to-device copy bandwidth in bytes/s (read+write), measured now. */

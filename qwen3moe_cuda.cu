@@ -923,8 +923,12 @@ __global__ void k_attn_combine(const float *__restrict__ part, int nh, int D, in
 }
 
 /* Router: softmax over all experts, top-k (ties to the lower id), renormalized.
- * One warp per token; the ids and weights stay on the device. */
-__global__ void k_topk(const float *__restrict__ logits, int ne, int K, int *sel, float *selw, int *rec) {
+ * One warp per token; the ids and weights stay on the device. rec (optional)
+ * gets this router's own choice. When *force_on, the experts used are force[k]
+ * instead (--parity replays the CPU's choice so that a near-tie flip does not
+ * spill into every later comparison), weighted by this router's probabilities. */
+__global__ void k_topk(const float *__restrict__ logits, int ne, int K, int *sel, float *selw, int *rec, const int *__restrict__ force,
+                       int fstride, const int *__restrict__ force_on) {
     extern __shared__ float sp[];
     const int i = blockIdx.x, lane = threadIdx.x;
     const float *lg = logits + (size_t)i * ne;
@@ -951,11 +955,22 @@ __global__ void k_topk(const float *__restrict__ logits, int ne, int K, int *sel
         if (lane == 0) {
             sel[(size_t)i * K + k] = bi;
             selw[(size_t)i * K + k] = bv;
-            if (rec) rec[k] = bi;
-            sp[bi] = -2.f;
+            if (rec) rec[(size_t)i * K + k] = bi;
+            sp[bi] = -2.f - bv;   /* taken; -2 - p keeps p for a forced choice */
         }
         __syncwarp();
         wsum += bv;
+    }
+    if (force && *force_on) {
+        wsum = 0.f;
+        for (int k = 0; k < K; k++) {
+            const int e = force[(size_t)i * fstride + k];
+            const float v = sp[e];
+            const float p = v >= 0.f ? v : -2.f - v;
+            wsum += p;
+            if (lane == 0) { sel[(size_t)i * K + k] = e; selw[(size_t)i * K + k] = p; }
+        }
+        __syncwarp();
     }
     for (int k = lane; k < K; k += WARP) selw[(size_t)i * K + k] /= wsum;
 }
@@ -1232,15 +1247,18 @@ struct GpuModel {
     float *x, *xn, *qkv, *att, *rlog, *selw, *h, *xd, *hd, *logits, *part;
     int8_t *xq, *hq;
     int *sel, *rec;
+    int *d_force, *d_force_on;   /* --parity: expert ids to use instead of the router's, [NB_MAX][n_layer][K] */
+    const int *h_force;          /* host copy for the next gpu_eval, or NULL */
+    int force_n, force_state;    /* tokens in h_force; what *d_force_on holds now */
     cudaGraphExec_t graph;
     int graph_ok;
     /* prefill */
     float *px, *pxn, *pqkv, *prlog, *pselw, *gu, *dout, *ppart;
     __half *p16, *gx16, *h16, *wscr;
-    int *psel, *perm, *slot_of, *d_pos, *ptok;
+    int *psel, *prec, *perm, *slot_of, *d_pos, *ptok;
     size_t wscr_elems;
     int EG, OT;
-    int *h_sel, *h_perm, *h_slot;   /* pinned */
+    int *h_sel, *h_rec, *h_perm, *h_slot;   /* pinned */
     float *logits_all;
     size_t logits_all_rows;
     std::vector<int> cnt, off;
@@ -1286,6 +1304,8 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->sel = b.take<int>(K);
     g->selw = b.take<float>(K);
     g->rec = b.take<int>((size_t)NL * K);
+    g->d_force = b.take<int>((size_t)NB_MAX * NL * K);
+    g->d_force_on = b.take<int>(1);
     g->h = b.take<float>((size_t)K * g->Fpad);
     g->hq = b.take<int8_t>((size_t)K * g->Fpad + 256);
     g->hd = b.take<float>((size_t)K * g->Fpad / 32 + 8);
@@ -1299,6 +1319,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->pqkv = b.take<float>(NB * qkvw);
     g->prlog = b.take<float>(NB * NE);
     g->psel = b.take<int>(S);
+    g->prec = b.take<int>(S);
     g->pselw = b.take<float>(S);
     g->perm = b.take<int>(S);
     g->slot_of = b.take<int>(S);
@@ -1338,6 +1359,7 @@ extern "C" void gpu_free(GpuModel *g) {
     cudaFreeHost(g->h_io);
     cudaFreeHost(g->h_amax);
     cudaFreeHost(g->h_sel);
+    cudaFreeHost(g->h_rec);
     cudaFreeHost(g->h_perm);
     cudaFreeHost(g->h_slot);
     delete[] g->L;
@@ -1450,6 +1472,8 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     LCK(cudaMallocHost(&g->h_io, 4 * sizeof(int)));
     LCK(cudaMallocHost(&g->h_amax, sizeof(unsigned long long)));
     LCK(cudaMallocHost(&g->h_sel, sizeof(int) * NB_MAX * c.n_expert_used));
+    LCK(cudaMallocHost(&g->h_rec, sizeof(int) * NB_MAX * c.n_expert_used));
+    LCK(cudaMemsetAsync(g->d_force_on, 0, sizeof(int), g->st));
     LCK(cudaMallocHost(&g->h_perm, sizeof(int) * NB_MAX * c.n_expert_used));
     LCK(cudaMallocHost(&g->h_slot, sizeof(int) * NB_MAX * c.n_expert_used));
     /* the cache starts zeroed so that no read of an unwritten slot can produce NaN */
@@ -1680,7 +1704,8 @@ static int enqueue_decode(GpuModel *g, char *err, size_t errlen) {
             float *y[1] = {g->rlog};
             if (launch_mmv(g, w, y, nullptr, 1, g->xn, nullptr, nullptr, nullptr, err, errlen)) return -1;
         }
-        k_topk<<<1, WARP, c.n_expert * sizeof(float), st>>>(g->rlog, c.n_expert, K, g->sel, g->selw, g->rec + (size_t)l * K);
+        k_topk<<<1, WARP, c.n_expert * sizeof(float), st>>>(g->rlog, c.n_expert, K, g->sel, g->selw, g->rec + (size_t)l * K,
+                                                            g->d_force + (size_t)l * K, 0, g->d_force_on);
         CKL();
         if (launch_experts(g, L, g->xn, xq, g->xd, g->x, err, errlen)) return -1;
     }
@@ -1773,9 +1798,11 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
             const float one = 1.f, zero = 0.f;
             CKB(cublasSgemm(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, NE, n, E, &one, L.router, E, g->pxn, E, &zero, g->prlog, NE));
         }
-        k_topk<<<n, WARP, NE * sizeof(float), st>>>(g->prlog, NE, K, g->psel, g->pselw, nullptr);
+        k_topk<<<n, WARP, NE * sizeof(float), st>>>(g->prlog, NE, K, g->psel, g->pselw, g->prec, g->d_force + (size_t)l * K, c.n_layer * K,
+                                                    g->d_force_on);
         CKL();
         CK(cudaMemcpyAsync(g->h_sel, g->psel, sizeof(int) * n * K, cudaMemcpyDeviceToHost, st));
+        if (experts) CK(cudaMemcpyAsync(g->h_rec, g->prec, sizeof(int) * n * K, cudaMemcpyDeviceToHost, st));
         CK(cudaStreamSynchronize(st));
         std::vector<int> &cnt = g->cnt, &off = g->off;
         std::fill(cnt.begin(), cnt.end(), 0);
@@ -1792,7 +1819,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                 const int e = g->h_sel[i * K + k], s = fill[e]++;
                 g->h_perm[s] = i;
                 g->h_slot[i * K + k] = s;
-                if (experts) experts[((size_t)i * c.n_layer + l) * K + k] = e;
+                if (experts) experts[((size_t)i * c.n_layer + l) * K + k] = g->h_rec[i * K + k];
             }
         CK(cudaMemcpyAsync(g->perm, g->h_perm, sizeof(int) * n * K, cudaMemcpyHostToDevice, st));
         CK(cudaMemcpyAsync(g->slot_of, g->h_slot, sizeof(int) * n * K, cudaMemcpyHostToDevice, st));
@@ -1873,10 +1900,21 @@ extern "C" int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *l
     }
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= V) { seterr(err, errlen, "token id %d out of range [0, %d)", tokens[i], V); return -1; }
+    if (g->h_force && g->force_n != n) {
+        seterr(err, errlen, "forced experts were given for %d tokens, but %d are evaluated", g->force_n, n);
+        return -1;
+    }
+    const int want = g->h_force != nullptr;
+    if (want != g->force_state) {
+        g->force_state = want;
+        CK(cudaMemcpyAsync(g->d_force_on, &g->force_state, sizeof(int), cudaMemcpyHostToDevice, g->st));
+    }
+    const size_t fper = (size_t)NL * K;   /* forced ids per token */
     const char *pf = getenv("QWEN3MOE_PREFILL_MIN");
     const int prefill_min = pf ? atoi(pf) : 3;
     if (n < prefill_min) {
         for (int i = 0; i < n; i++) {
+            if (want) CK(cudaMemcpyAsync(g->d_force, g->h_force + i * fper, sizeof(int) * fper, cudaMemcpyHostToDevice, g->st));
             if (run_decode(g, tokens[i], pos + i, err, errlen)) return -1;
             if (logits && (all_logits || i == n - 1))
                 CK(cudaMemcpyAsync(logits + (all_logits ? (size_t)i * V : 0), g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, g->st));
@@ -1889,8 +1927,20 @@ extern "C" int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *l
         const int nn = std::min(NB_MAX, n - s);
         float *la = logits && all_logits ? logits + (size_t)s * V : nullptr;
         float *ll = logits && !all_logits && s + nn == n ? logits : nullptr;
+        if (want) CK(cudaMemcpyAsync(g->d_force, g->h_force + s * fper, sizeof(int) * fper * nn, cudaMemcpyHostToDevice, g->st));
         if (prefill_chunk(g, tokens + s, nn, pos + s, la, ll, experts ? experts + (size_t)s * NL * K : nullptr, err, errlen)) return -1;
     }
+    return 0;
+}
+
+extern "C" int gpu_force_experts(GpuModel *g, const int *ids, int n, char *err, size_t errlen) {
+    const Config &c = g->c;
+    if (ids) {
+        for (long i = 0; i < (long)n * c.n_layer * c.n_expert_used; i++)
+            if (ids[i] < 0 || ids[i] >= c.n_expert) { seterr(err, errlen, "forced expert id %d out of range [0, %d)", ids[i], c.n_expert); return -1; }
+    }
+    g->h_force = ids;
+    g->force_n = ids ? n : 0;
     return 0;
 }
 

@@ -331,12 +331,24 @@ static void test_rmsnorm_topk() {
     std::vector<float> lg((size_t)nt * ne);
     for (auto &v : lg) v = 2 * randn();
     float *dl = dup(lg), *dsw = dalloc<float>(nt * K);
-    int *ds = dalloc<int>(nt * K), *rec = dalloc<int>(K);
-    k_topk<<<nt, WARP, ne * 4>>>(dl, ne, K, ds, dsw, rec);
+    int *ds = dalloc<int>(nt * K), *rec = dalloc<int>(nt * K);
+    /* forced ids: a fixed pattern, 3 ints of padding between tokens (the stride) */
+    const int fstride = K + 3;
+    std::vector<int> fids((size_t)nt * fstride);
+    for (int i = 0; i < nt; i++)
+        for (int k = 0; k < fstride; k++) fids[(size_t)i * fstride + k] = (i * 37 + k * 11) % ne;
+    int *dfids = dup(fids), *don = dalloc<int>(1), one = 1, zero = 0;
+    CU(cudaMemcpy(don, &zero, sizeof(int), cudaMemcpyHostToDevice));
+    k_topk<<<nt, WARP, ne * 4>>>(dl, ne, K, ds, dsw, rec, dfids, fstride, don);
     CU(cudaGetLastError());
-    std::vector<int> gs = back(ds, nt * K);
+    std::vector<int> gs = back(ds, nt * K), gr = back(rec, nt * K);
     std::vector<float> gw = back(dsw, nt * K);
-    bool ok = true;
+    CU(cudaMemcpy(don, &one, sizeof(int), cudaMemcpyHostToDevice));
+    k_topk<<<nt, WARP, ne * 4>>>(dl, ne, K, ds, dsw, rec, dfids, fstride, don);
+    CU(cudaGetLastError());
+    std::vector<int> fs = back(ds, nt * K), fr = back(rec, nt * K);
+    std::vector<float> fw = back(dsw, nt * K);
+    bool ok = true, fok = true;
     double worst = 0;
     for (int i = 0; i < nt; i++) {
         std::vector<double> p(ne);
@@ -349,14 +361,24 @@ static void test_rmsnorm_topk() {
         double ws = 0;
         for (int k = 0; k < K; k++) ws += p[idx[k]];
         for (int k = 0; k < K; k++) {
-            if (gs[i * K + k] != idx[k]) ok = false;
+            if (gs[i * K + k] != idx[k] || gr[i * K + k] != idx[k]) ok = false;
             const double e = fabs(gw[i * K + k] - p[idx[k]] / ws);
             if (!(e < 1e-5)) ok = false;
             worst = std::max(worst, e);
         }
+        /* forced: the given ids, weighted by this router's probabilities renormalized over them; rec still the own choice */
+        double fs_ = 0;
+        for (int k = 0; k < K; k++) fs_ += p[fids[(size_t)i * fstride + k]];
+        for (int k = 0; k < K; k++) {
+            const int e = fids[(size_t)i * fstride + k];
+            if (fs[i * K + k] != e || fr[i * K + k] != idx[k]) fok = false;
+            if (!(fabs(fw[i * K + k] - p[e] / fs_) < 1e-5)) fok = false;
+        }
     }
     report(ok, "router top-%d of %d: ids in descending order and renormalized weights (worst %.2g)", K, ne, worst);
+    report(fok, "router with forced expert ids: the given ids, weights renormalized over them, own choice still recorded");
     cudaFree(dx); cudaFree(dw); cudaFree(out); cudaFree(od); cudaFree(o16); cudaFree(oq); cudaFree(dl); cudaFree(dsw); cudaFree(ds); cudaFree(rec);
+    cudaFree(dfids); cudaFree(don);
 }
 
 /* qk-norm + NEOX RoPE + cache write, then chunked attention + combine, vs CPU */
