@@ -83,14 +83,10 @@ static void check_json(const uint8_t *data, size_t size) {
     free(out);
 }
 
-/* The split check holds for any bytes once stream_push resynchronizes after a
- * malformed sequence (see the fix proposed in fuzz/README.md); until then it is
- * applied only to valid UTF-8 input, unless FUZZ_STRICT_STREAM is set. */
+/* The split check holds for any bytes: stream_push resynchronizes after a
+ * malformed sequence (the fix in fuzz/README.md's findings). */
 static void check_stream(const uint8_t *data, size_t size) {
     if (size < 2) return;
-    static int strict = -1;
-    if (strict < 0) strict = getenv("FUZZ_STRICT_STREAM") != NULL;
-    int check_split = strict || fuzz_utf8_valid((const char *)data + 1, size - 1);
     /* byte 0 seeds the chunk sizes (1..16 bytes) */
     uint32_t seed = data[0] * 2654435761u + 1;
     data++; size--;
@@ -106,7 +102,7 @@ static void check_stream(const uint8_t *data, size_t size) {
         size_t e = (size_t)arrlen(ts.collected);
         FUZZ_CHECK(e <= i && (e == 0 || memcmp(ts.collected, data, e) == 0), "stream emitted other bytes");
         /* ... that never ends inside a complete valid character */
-        if (check_split && e > emitted_before && e < size) {
+        if (e > emitted_before && e < size) {
             size_t j = e;
             while (j > 0 && j > e - 4 && ((uint8_t)data[j - 1] & 0xC0) == 0x80) j--;
             if (j > 0) {
