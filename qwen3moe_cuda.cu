@@ -112,7 +112,7 @@ __host__ __device__ static inline bool type_is_float_d(int t) { return t == GGML
  * Dequantization of 8 consecutive elements (prefill tiles, fallbacks, tests).
  * e0 is a multiple of 8; for float types fewer than 8 may remain (n).
  * ==================================================================== */
-__device__ void dq8(int type, const uint8_t *row, int e0, int n, float *y) {
+__device__ __forceinline__ void dq8_body(int type, const uint8_t *row, int e0, int n, float *y) {
     switch (type) {
     case GGML_TYPE_F32: for (int j = 0; j < n; j++) y[j] = __ldg((const float *)row + e0 + j); break;
     case GGML_TYPE_F16: for (int j = 0; j < n; j++) y[j] = __half2float(__ushort_as_half(__ldg((const unsigned short *)row + e0 + j))); break;
@@ -208,6 +208,9 @@ __device__ void dq8(int type, const uint8_t *row, int e0, int n, float *y) {
     default: for (int j = 0; j < n; j++) y[j] = 0.f; break;
     }
 }
+/* the runtime-type version (decode fallbacks, embedding, tests); the prefill
+ * dequantizer inlines dq8_body with a constant type instead */
+__device__ void dq8(int type, const uint8_t *row, int e0, int n, float *y) { dq8_body(type, row, e0, n, y); }
 
 /* Dequantize rows [0, nrows) of a weight to f16, row r to out + r*ld. Reads the
  * quantized rows once and writes 2 bytes per element; one thread per 8 elements. */
@@ -221,6 +224,49 @@ __global__ void k_dequant_f16(const uint8_t *__restrict__ w, int type, int ncols
     dq8(type, w + (size_t)r * rb, e0, n, y);
     __half *o = out + (size_t)r * ld + e0;
     for (int j = 0; j < n; j++) o[j] = __float2half(y[j]);
+}
+
+/* Flat dequantization of a contiguous run of whole quant blocks (rows of width ncols
+ * stored back to back, so element g lives in quant block g / QK at byte (g / QK) * BSZ)
+ * to a dense f16 array out[g] (the scratch layout of prefill: ld == ncols). Moves
+ * BSZ/QK bytes in and 2 bytes out per element. Shaped for bandwidth: a block of
+ * DQF_THREADS threads owns DQF_TILE consecutive elements; it stages the tile's quant
+ * bytes in shared memory with one 16-byte load per thread (the K-quant blocks of
+ * 144/176/210 bytes are not 16-byte aligned, so each thread's own bytes could only be
+ * read with byte loads from global memory), then each thread decodes 8 elements with
+ * the type fixed at compile time (no switch, scales decoded from shared memory) and
+ * writes them with one 16-byte store. 32-bit indices: the caller keeps n < 2^31. */
+#define DQF_THREADS 256
+#define DQF_TILE (DQF_THREADS * 8)
+#define DQF_SMEM (DQF_TILE / 32 * 34 + 32)   /* the largest tile: 64 Q8_0 blocks, plus alignment slack */
+template <int T, int QK, int BSZ>
+__global__ void __launch_bounds__(DQF_THREADS) k_dequant_flat(const uint8_t *__restrict__ w, unsigned n, __half *__restrict__ out) {
+    __shared__ __align__(16) uint8_t sm[DQF_SMEM];
+    const unsigned t0 = blockIdx.x * DQF_TILE;                         /* first element of the tile */
+    const size_t base = (size_t)w, end = base + (size_t)(n / QK) * BSZ;  /* the call's quant bytes */
+    const size_t b0 = base + (size_t)(t0 / QK) * BSZ;
+    const size_t b1 = min(end, b0 + (size_t)(DQF_TILE / QK) * BSZ);
+    const size_t a0 = b0 & ~(size_t)15;
+    const int nchunk = (int)((b1 - a0 + 15) / 16);
+    for (int c = threadIdx.x; c < nchunk; c += DQF_THREADS) {
+        const size_t p = a0 + 16 * (size_t)c;
+        if (p >= base && p + 16 <= end) {
+            *(uint4 *)(sm + 16 * c) = __ldg((const uint4 *)p);
+        } else {   /* a chunk that straddles the call's first or last byte */
+            for (int j = 0; j < 16; j++)
+                if (p + j >= base && p + j < end) sm[16 * c + j] = __ldg((const uint8_t *)(p + j));
+        }
+    }
+    __syncthreads();
+    const unsigned e = t0 + 8 * threadIdx.x;
+    if (e >= n) return;
+    float y[8];
+    dq8_body(T, sm + (b0 - a0), 8 * threadIdx.x, 8, y);
+    uint4 v;
+    __half2 *h2 = (__half2 *)&v;
+#pragma unroll
+    for (int j = 0; j < 4; j++) h2[j] = __floats2half2_rn(y[2 * j], y[2 * j + 1]);
+    *(uint4 *)(out + e) = v;
 }
 
 /* ======================================================================
@@ -1258,6 +1304,9 @@ struct GpuModel {
     int *psel, *prec, *perm, *slot_of, *d_pos, *ptok;
     size_t wscr_elems;
     int EG, OT;
+    int dq_generic;          /* QWEN3MOE_DEQUANT=generic: the old one-thread-per-8 dequantizer (A/B timing) */
+    int prof;                /* QWEN3MOE_PREFILL_PROF: per-chunk times of prefill's parts on stderr */
+    std::vector<std::pair<int, std::pair<cudaEvent_t, cudaEvent_t>>> prof_ev;
     int *h_sel, *h_rec, *h_perm, *h_slot;   /* pinned */
     float *logits_all;
     size_t logits_all_rows;
@@ -1465,6 +1514,11 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     LCK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
     if (cublasCreate(&g->cb) != CUBLAS_STATUS_SUCCESS) { seterr(err, errlen, "cublasCreate failed"); gpu_free(g); return nullptr; }
     cublasSetStream(g->cb, g->st);
+    {
+        const char *dq = getenv("QWEN3MOE_DEQUANT");
+        g->dq_generic = dq && !strcmp(dq, "generic");
+        g->prof = getenv("QWEN3MOE_PREFILL_PROF") != nullptr;
+    }
     LCK(cudaMalloc(&g->warena, g->warena_bytes));
     LCK(cudaMalloc(&g->sarena, g->sarena_bytes));
     Bump b1 = {g->sarena, 0};
@@ -1753,12 +1807,62 @@ static int gemm16(GpuModel *g, int m, int n, int k, const __half *A, int lda, co
     return 0;
 }
 
+/* Launches the flat dequantizer for quant types; returns false (launching nothing)
+ * where it does not apply: float types, padded rows (ld != ncols), rows that are not
+ * whole blocks, an output not 16-byte aligned, or more than 2^31 elements. */
+static bool dequant_flat(const uint8_t *w, int type, long ncols, long nr, __half *out, long ld, cudaStream_t st) {
+    const long n = ncols * nr;
+    if (ld != ncols || ncols % 32 || ((uintptr_t)out & 15) || n <= 0 || n >= (1l << 31)) return false;
+    const unsigned grid = (unsigned)((n + DQF_TILE - 1) / DQF_TILE);
+#define DQF_CASE(T, QK, BSZ) \
+    case T: if (ncols % QK) return false; k_dequant_flat<T, QK, BSZ><<<grid, DQF_THREADS, 0, st>>>(w, (unsigned)n, out); return true;
+    switch (type) {
+    DQF_CASE(GGML_TYPE_Q4_0, 32, 18) DQF_CASE(GGML_TYPE_Q4_1, 32, 20) DQF_CASE(GGML_TYPE_Q5_0, 32, 22)
+    DQF_CASE(GGML_TYPE_Q5_1, 32, 24) DQF_CASE(GGML_TYPE_Q8_0, 32, 34) DQF_CASE(GGML_TYPE_IQ4_NL, 32, 18)
+    DQF_CASE(GGML_TYPE_Q2_K, 256, 84) DQF_CASE(GGML_TYPE_Q3_K, 256, 110) DQF_CASE(GGML_TYPE_Q4_K, 256, 144)
+    DQF_CASE(GGML_TYPE_Q5_K, 256, 176) DQF_CASE(GGML_TYPE_Q6_K, 256, 210) DQF_CASE(GGML_TYPE_IQ4_XS, 256, 136)
+    default: return false;
+    }
+#undef DQF_CASE
+}
+
 static int dequant(GpuModel *g, const DT &d, long r0, long nr, __half *out, long ld, char *err, size_t errlen) {
     const long per_row = (d.ncols + 7) / 8, total = per_row * nr;
     if (total <= 0) return 0;
+    if (!g->dq_generic && dequant_flat(d.p + (size_t)r0 * d.rb, d.type, d.ncols, nr, out, ld, g->st)) { CKL(); return 0; }
     k_dequant_f16<<<(unsigned)((total + 255) / 256), 256, 0, g->st>>>(d.p + (size_t)r0 * d.rb, d.type, d.ncols, d.rb, (int)nr, out, ld);
     CKL();
     return 0;
+}
+
+/* QWEN3MOE_PREFILL_PROF: events around prefill's parts, summed and printed per chunk
+ * (the events serialize nothing; the chunk synchronizes anyway). */
+enum { PR_DEQ_ATTN, PR_GEMM_ATTN, PR_ATTN, PR_ROUTE, PR_DEQ_EXP, PR_GEMM_EXP, PR_OUT, PR_N };
+static void prof_mark(GpuModel *g, int cat, bool begin) {
+    if (!g->prof) return;
+    cudaEvent_t e;
+    cudaEventCreate(&e);
+    cudaEventRecord(e, g->st);
+    if (begin) g->prof_ev.push_back({cat, {e, nullptr}});
+    else g->prof_ev.back().second.second = e;
+}
+static void prof_report(GpuModel *g, int n, double active) {
+    if (!g->prof) return;
+    cudaStreamSynchronize(g->st);
+    static const char *names[PR_N] = {"attn dequant", "attn gemm", "attention", "router+sync", "expert dequant", "expert gemm+swiglu", "output"};
+    double t[PR_N] = {0}, all = 0;
+    for (auto &p : g->prof_ev) {
+        float ms = 0;
+        if (p.second.second) cudaEventElapsedTime(&ms, p.second.first, p.second.second);
+        t[p.first] += ms;
+        all += ms;
+        cudaEventDestroy(p.second.first);
+        if (p.second.second) cudaEventDestroy(p.second.second);
+    }
+    g->prof_ev.clear();
+    fprintf(stderr, "prefill %d tokens, %.1f experts with tokens per layer:", n, active);
+    for (int i = 0; i < PR_N; i++) fprintf(stderr, " %s %.2f ms;", names[i], t[i]);
+    fprintf(stderr, " sum %.2f ms\n", all);
 }
 
 /* Prefill of n <= NB_MAX tokens at pos..pos+n-1. */
@@ -1771,6 +1875,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
     CK(cudaMemcpyAsync(g->ptok, tokens, n * sizeof(int), cudaMemcpyHostToDevice, st));
     CK(cudaMemcpyAsync(g->d_pos, &pos, sizeof(int), cudaMemcpyHostToDevice, st));
     CK(cudaStreamSynchronize(st));
+    long active = 0;   /* experts with tokens, summed over layers (QWEN3MOE_PREFILL_PROF) */
     k_embed<<<dim3(cdiv(E, 8 * 256), n), 256, 0, st>>>(g->emb.p, g->emb.type, E, g->emb.rb, g->ptok, g->px, nullptr);
     CKL();
     for (int l = 0; l < c.n_layer; l++) {
@@ -1779,19 +1884,30 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         const size_t koff = (size_t)l * g->n_ctx * g->kvdim;
         k_rmsnorm<<<n, NTHR, E * sizeof(float), st>>>(g->px, L.attn_norm, E, c.rms_eps, nullptr, g->p16, nullptr, nullptr);
         CKL();
+        prof_mark(g, PR_DEQ_ATTN, true);
         if (dequant(g, L.q, 0, L.q.nrows, g->wscr, E, err, errlen) ||
             dequant(g, L.k, 0, L.k.nrows, g->wscr + (size_t)g->qdim * E, E, err, errlen) ||
             dequant(g, L.v, 0, L.v.nrows, g->wscr + (size_t)(g->qdim + g->kvdim) * E, E, err, errlen))
             return -1;
+        prof_mark(g, PR_DEQ_ATTN, false);
+        prof_mark(g, PR_GEMM_ATTN, true);
         if (gemm16(g, qkvw, n, E, g->wscr, E, g->p16, E, g->pqkv, qkvw, 0.f, err, errlen)) return -1;
+        prof_mark(g, PR_GEMM_ATTN, false);
+        prof_mark(g, PR_ATTN, true);
         k_qk_rope<<<dim3(nh + 2 * nkv, n), (D / 2 + 31) / 32 * 32, 0, st>>>(g->pqkv, qkvw, nh, nkv, D, L.q_norm, L.k_norm, c.rms_eps, g->d_pos,
                                                                             g->theta_scale, g->kc + koff, g->vc + koff, g->kvdim);
         CKL();
         if (launch_attn(g, g->pqkv, qkvw, g->kc + koff, g->vc + koff, g->d_pos, g->ch_p, g->nch_p, n, g->ppart, err, errlen)) return -1;
         k_attn_combine<<<dim3(nh, n), D, 0, st>>>(g->ppart, nh, D, g->ch_p, g->nch_p, g->d_pos, nullptr, g->p16, nullptr, nullptr);
         CKL();
+        prof_mark(g, PR_ATTN, false);
+        prof_mark(g, PR_DEQ_ATTN, true);
         if (dequant(g, L.o, 0, L.o.nrows, g->wscr, g->qdim, err, errlen)) return -1;
+        prof_mark(g, PR_DEQ_ATTN, false);
+        prof_mark(g, PR_GEMM_ATTN, true);
         if (gemm16(g, E, n, g->qdim, g->wscr, g->qdim, g->p16, g->qdim, g->px, E, 1.f, err, errlen)) return -1;
+        prof_mark(g, PR_GEMM_ATTN, false);
+        prof_mark(g, PR_ROUTE, true);
         k_rmsnorm<<<n, NTHR, E * sizeof(float), st>>>(g->px, L.ffn_norm, E, c.rms_eps, g->pxn, g->p16, nullptr, nullptr);
         CKL();
         {
@@ -1825,12 +1941,15 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         CK(cudaMemcpyAsync(g->slot_of, g->h_slot, sizeof(int) * n * K, cudaMemcpyHostToDevice, st));
         k_gather16<<<n * K, 256, 0, st>>>(g->p16, E, g->perm, g->gx16);
         CKL();
+        prof_mark(g, PR_ROUTE, false);
+        for (int e = 0; e < NE; e++) active += cnt[e] > 0;
         const size_t FE = (size_t)F * E;
         __half *sg = g->wscr, *su = g->wscr + (size_t)g->EG * FE, *sd = g->wscr + (size_t)2 * g->EG * FE;
         for (int e0 = 0; e0 < NE; e0 += g->EG) {
             const int e1 = std::min(NE, e0 + g->EG);
             if (off[e1] == off[e0]) continue;
             /* dequantize only the runs of experts that have tokens */
+            prof_mark(g, PR_DEQ_EXP, true);
             for (int e = e0; e < e1; e++) {
                 if (!cnt[e]) continue;
                 int e2 = e;
@@ -1842,6 +1961,8 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                     return -1;
                 e = e2;
             }
+            prof_mark(g, PR_DEQ_EXP, false);
+            prof_mark(g, PR_GEMM_EXP, true);
             for (int e = e0; e < e1; e++) {
                 if (!cnt[e]) continue;
                 if (gemm16(g, F, cnt[e], E, sg + (size_t)(e - e0) * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F, 2 * F, 0.f,
@@ -1859,10 +1980,12 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                            errlen))
                     return -1;
             }
+            prof_mark(g, PR_GEMM_EXP, false);
         }
         k_moe_combine<<<n, 256, 0, st>>>(g->dout, E, g->slot_of, g->pselw, K, g->px);
         CKL();
     }
+    prof_mark(g, PR_OUT, true);
     if (logits_all) {
         if (g->logits_all_rows < (size_t)n) {
             cudaFree(g->logits_all);
@@ -1887,6 +2010,8 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         if (launch_mmv(g, w, y, nullptr, 1, g->xn, g->xq, g->xd, nullptr, err, errlen)) return -1;
         CK(cudaMemcpyAsync(logits_last, g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st));
     }
+    prof_mark(g, PR_OUT, false);
+    prof_report(g, n, (double)active / c.n_layer);
     CK(cudaStreamSynchronize(st));
     return 0;
 }

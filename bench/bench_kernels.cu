@@ -125,6 +125,30 @@ int main() {
         row(nm, us, 1.0 * K * E * rbf);
         for (int s = 0; s < 2; s++) { cudaFree(wg[s]); cudaFree(wu[s]); cudaFree(wd[s]); }
     }
+    /* prefill dequantization to f16: 32 experts of 768x2048 (a third of one layer's
+     * gate at pp512), the one-thread-per-8 kernel vs the flat staged one */
+    {
+        const long nel = 32L * F * E;
+        __half *o16; CU(cudaMalloc(&o16, nel * 2 + 256));
+        const uint32_t dt[] = {GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q5_K, GGML_TYPE_IQ4_XS};
+        for (uint32_t t : dt) {
+            uint8_t *wq[2] = {rand_dev(t, nel), rand_dev(t, nel)};
+            const size_t rb = gguf_row_bytes(t, E);
+            const double bytes = (double)rb * 32 * F + nel * 2.0;
+            char nm[96];
+            float us = time_us([&](int i) {
+                const long total = (long)E / 8 * 32 * F;
+                k_dequant_f16<<<(unsigned)((total + 255) / 256), 256>>>(wq[i % 2], (int)t, E, rb, 32 * F, o16, E);
+            }, 10);
+            snprintf(nm, sizeof nm, "dequant %s 32x768x2048 -> f16 generic", gguf_type_get(t)->name);
+            row(nm, us, bytes);
+            us = time_us([&](int i) { dequant_flat(wq[i % 2], (int)t, E, 32 * F, o16, E, 0); }, 10);
+            snprintf(nm, sizeof nm, "dequant %s 32x768x2048 -> f16 flat", gguf_type_get(t)->name);
+            row(nm, us, bytes);
+            cudaFree(wq[0]); cudaFree(wq[1]);
+        }
+        cudaFree(o16);
+    }
     /* small kernels */
     {
         float *w; CU(cudaMalloc(&w, E * 4)); CU(cudaMemcpy(w, xh.data(), E * 4, cudaMemcpyHostToDevice));

@@ -83,6 +83,38 @@ static void test_dequant() {
     }
 }
 
+/* The flat prefill dequantizer (dequant_flat): several tiles with a partial last one,
+ * once from the start of the weight and once from row 1 (a start that is not 16-byte
+ * aligned, so the staging's edge chunks are read byte by byte), against the CPU. */
+static void test_dequant_flat() {
+    for (uint32_t t : TYPES) {
+        const int b = blk(t);
+        if (type_is_float_d((int)t)) continue;
+        const int ncols = b == 256 ? 768 : 32 * 7, nrows = b == 256 ? 13 : 37;
+        HostW w = make_w(t, ncols, nrows);
+        uint8_t *dw = dup(w.q);
+        __half *out = dalloc<__half>((size_t)nrows * ncols);
+        for (int r0 : {0, 1}) {
+            CU(cudaMemset(out, 0xFF, (size_t)nrows * ncols * 2));
+            const bool launched = dequant_flat(dw + (size_t)r0 * w.rb, (int)t, ncols, nrows - r0, out, ncols, 0);
+            CU(cudaGetLastError());
+            CU(cudaDeviceSynchronize());
+            std::vector<__half> h = back(out, (size_t)(nrows - r0) * ncols);
+            double worst = 0;
+            bool ok = launched;
+            for (size_t i = 0; i < h.size(); i++) {
+                const float g = __half2float(h[i]), r = w.f[(size_t)r0 * ncols + i];
+                const double e = fabs((double)g - r) / (fabs(r) + 1e-3);
+                if (!(e <= 1e-3)) ok = false;
+                if (e > worst || e != e) worst = e;
+            }
+            report(ok, "dequant flat f16 %s %dx%d from row %d%s (worst rel %.2g)", tname(t), nrows - r0, ncols, r0, launched ? "" : " NOT LAUNCHED", worst);
+        }
+        cudaFree(dw);
+        cudaFree(out);
+    }
+}
+
 /* quantize x on the device and return its dequantized value as the CPU sees it */
 static void quant_x(const std::vector<float> &x, float **dxf, int8_t **dxq, float **dxd, std::vector<float> &xdq) {
     const int n = (int)x.size();
@@ -490,6 +522,7 @@ int main(int argc, char **argv) {
     CU(set_smem_attrs());
     if (argc > 1) rng ^= strtoull(argv[1], nullptr, 10) * 0x9e3779b97f4a7c15ull;
     test_dequant();
+    test_dequant_flat();
     test_mmv();
     test_experts();
     test_rmsnorm_topk();
