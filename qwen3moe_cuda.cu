@@ -35,7 +35,8 @@
 /* ------------------------------------------------------------------ helpers */
 #define WARP 32
 #define NTHR 256               /* threads per block of the matvec kernels: 8 warps */
-#define ATT_CH 256             /* positions per attention chunk (decode) */
+#define ATT_CH 128             /* positions per attention chunk (decode): 2 blocks per SM at depth 8k */
+#define ATT_U 4                /* positions per warp and step in k_attn */
 #define ATT_HB 8               /* query heads per attention block */
 #define NB_MAX 512             /* tokens per prefill chunk */
 
@@ -96,6 +97,12 @@ __device__ __forceinline__ int iq4_lookup(uint32_t v) {   /* 4 nibbles (low bits
     return (int)((a & ~mask) | (b & mask));
 }
 __constant__ signed char c_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+/* one IQ4_NL table value from registers (the same table as c_kvalues_iq4nl): lanes that
+ * index __constant__ memory with different values are serialized */
+__device__ __forceinline__ int iq4_val(int q) {
+    const uint32_t lo = __byte_perm(0xBFAD9881u, 0xF6EADDCFu, q & 7), hi = __byte_perm(0x26190D01u, 0x71594535u, q & 7);
+    return (int)(int8_t)((q & 8 ? hi : lo) & 0xFFu);
+}
 
 static bool type_supported(uint32_t t) {
     switch (t) {
@@ -124,7 +131,7 @@ __device__ __forceinline__ void dq8_body(int type, const uint8_t *row, int e0, i
         const float d = ldh(b), m = type == GGML_TYPE_Q4_1 ? ldh(b + 2) : 0.f;
         for (int j = 0; j < 8; j++) {
             const int q = (b[qo + o + j] >> sh) & 15;
-            y[j] = type == GGML_TYPE_Q4_0 ? (float)(q - 8) * d : type == GGML_TYPE_Q4_1 ? (float)q * d + m : d * (float)c_kvalues_iq4nl[q];
+            y[j] = type == GGML_TYPE_Q4_0 ? (float)(q - 8) * d : type == GGML_TYPE_Q4_1 ? (float)q * d + m : d * (float)iq4_val(q);
         }
         break;
     }
@@ -202,7 +209,7 @@ __device__ __forceinline__ void dq8_body(int type, const uint8_t *row, int e0, i
         const uint16_t sh = (uint16_t)(b[2] | (b[3] << 8));
         const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4);
         const float dl = ldh(b) * (float)(ls - 32);
-        for (int j = 0; j < 8; j++) y[j] = dl * (float)c_kvalues_iq4nl[(b[8 + 16 * ib + (u & 15) + j] >> (u >= 16 ? 4 : 0)) & 15];
+        for (int j = 0; j < 8; j++) y[j] = dl * (float)iq4_val((b[8 + 16 * ib + (u & 15) + j] >> (u >= 16 ? 4 : 0)) & 15);
         break;
     }
     default: for (int j = 0; j < n; j++) y[j] = 0.f; break;
@@ -899,23 +906,53 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
             acc[j][d] = 0.f;
         }
     }
-    for (int t = t0 + warp; t < t1; t += 4) {
-        const __half *kp = kc + (size_t)t * kvdim + kvh * D + lane * DPL;
-        const __half *vp = vc + (size_t)t * kvdim + kvh * D + lane * DPL;
-        float kf[DPL], vf[DPL];
+    /* ATT_U positions per warp and step: their K/V loads are in flight together and the
+     * ATT_U x ATT_HB dot products reduce with independent shuffles, so a step costs about
+     * one round trip instead of ATT_HB dependent reductions per position (heads past nhb
+     * have q = 0 and are never written out) */
+    for (int tb = t0 + warp; tb < t1; tb += 4 * ATT_U) {
+        float kf[ATT_U][DPL], vf[ATT_U][DPL], s[ATT_U][ATT_HB];
 #pragma unroll
-        for (int d = 0; d < DPL; d++) { kf[d] = __half2float(kp[d]); vf[d] = __half2float(vp[d]); }
+        for (int u = 0; u < ATT_U; u++) {
+            const int t = tb + 4 * u;
+            const __half *kp = kc + (size_t)t * kvdim + kvh * D + lane * DPL;
+            const __half *vp = vc + (size_t)t * kvdim + kvh * D + lane * DPL;
+#pragma unroll
+            for (int d = 0; d < DPL; d++) {
+                kf[u][d] = t < t1 ? __half2float(kp[d]) : 0.f;
+                vf[u][d] = t < t1 ? __half2float(vp[d]) : 0.f;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < ATT_U; u++)
+#pragma unroll
+            for (int j = 0; j < ATT_HB; j++) {
+                float a = 0.f;
+#pragma unroll
+                for (int d = 0; d < DPL; d++) a = fmaf(q[j][d], kf[u][d], a);
+                s[u][j] = a;
+            }
+#pragma unroll
+        for (int u = 0; u < ATT_U; u++)
+#pragma unroll
+            for (int j = 0; j < ATT_HB; j++) s[u][j] = tb + 4 * u < t1 ? warp_sum(s[u][j]) : -INFINITY;
 #pragma unroll
         for (int j = 0; j < ATT_HB; j++) {
-            if (j >= nhb) break;
-            float s = 0.f;
+            float mn = m[j];
 #pragma unroll
-            for (int d = 0; d < DPL; d++) s = fmaf(q[j][d], kf[d], s);
-            s = warp_sum(s);
-            const float mn = fmaxf(m[j], s), corr = expf(m[j] - mn), p = expf(s - mn);
-            l[j] = l[j] * corr + p;
+            for (int u = 0; u < ATT_U; u++) mn = fmaxf(mn, s[u][j]);   /* finite: position tb is valid */
+            const float corr = expf(m[j] - mn);
+            float ps = 0.f;
 #pragma unroll
-            for (int d = 0; d < DPL; d++) acc[j][d] = acc[j][d] * corr + p * vf[d];
+            for (int d = 0; d < DPL; d++) acc[j][d] *= corr;
+#pragma unroll
+            for (int u = 0; u < ATT_U; u++) {
+                const float p = expf(s[u][j] - mn);
+                ps += p;
+#pragma unroll
+                for (int d = 0; d < DPL; d++) acc[j][d] = fmaf(p, vf[u][d], acc[j][d]);
+            }
+            l[j] = l[j] * corr + ps;
             m[j] = mn;
         }
     }
@@ -954,8 +991,10 @@ __global__ void k_attn_combine(const float *__restrict__ part, int nh, int D, in
     const int nv = min(nch, pos / ch + 1);
     const float *pp = part + ((size_t)i * nh + h) * nch * (D + 2);
     float M = -INFINITY;
+#pragma unroll 8
     for (int c = 0; c < nv; c++) M = fmaxf(M, pp[c * (D + 2) + D]);
     float a = 0.f, L = 0.f;
+#pragma unroll 8
     for (int c = 0; c < nv; c++) {
         const float f = expf(pp[c * (D + 2) + D] - M);
         a += pp[c * (D + 2) + d] * f;
@@ -1232,9 +1271,13 @@ static cudaError_t set_smem_attrs() {
 /* ---- prefill helpers ---- */
 /* gather the f16 normed rows of the tokens routed to each expert (slot order) */
 __global__ void k_gather16(const __half *__restrict__ src, int E, const int *__restrict__ perm, __half *__restrict__ dst) {
-    const int s = blockIdx.x;
-    const __half *a = src + (size_t)perm[s] * E;
+    const int s = blockIdx.x, p = perm[s];
     __half *b = dst + (size_t)s * E;
+    if (p < 0) {   /* a padding row of the batched expert GEMMs: zeros, so its outputs stay finite */
+        for (int e = threadIdx.x; e < E; e += blockDim.x) b[e] = __float2half(0.f);
+        return;
+    }
+    const __half *a = src + (size_t)p * E;
     for (int e = threadIdx.x; e < E; e += blockDim.x) b[e] = a[e];
 }
 /* SwiGLU over [slots][2F] (gate | up) -> f16 [slots][F] */
@@ -1308,6 +1351,10 @@ struct GpuModel {
     int prof;                /* QWEN3MOE_PREFILL_PROF: per-chunk times of prefill's parts on stderr */
     std::vector<std::pair<int, std::pair<cudaEvent_t, cudaEvent_t>>> prof_ev;
     int *h_sel, *h_rec, *h_perm, *h_slot;   /* pinned */
+    int SP;                  /* rows of the expert-slot buffers (perm, gx16, gu, h16, dout): 2 * NB_MAX * K */
+    int gemm_loop;           /* QWEN3MOE_GEMM=loop: one cuBLAS call per expert (A/B timing) */
+    const void **d_gptr, **h_gptr;   /* batched-GEMM pointer arrays [3 gemms][A,B,C][n_expert], device / pinned host */
+    std::vector<int> pbase;  /* first slot row of each expert in this layer */
     float *logits_all;
     size_t logits_all_rows;
     std::vector<int> cnt, off;
@@ -1370,14 +1417,18 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->psel = b.take<int>(S);
     g->prec = b.take<int>(S);
     g->pselw = b.take<float>(S);
-    g->perm = b.take<int>(S);
+    /* expert slots: room for every expert's rows padded to the largest count (batched GEMMs) */
+    const size_t SP = 2 * S;
+    g->SP = (int)SP;
+    g->perm = b.take<int>(SP);
     g->slot_of = b.take<int>(S);
+    g->d_gptr = b.take<const void *>((size_t)9 * NE);
     g->d_pos = b.take<int>(4);
     g->ptok = b.take<int>(NB);
-    g->gx16 = b.take<__half>(S * E);
-    g->gu = b.take<float>(S * 2 * g->Fmax);
-    g->h16 = b.take<__half>(S * g->Fmax);
-    g->dout = b.take<float>(S * E);
+    g->gx16 = b.take<__half>(SP * E);
+    g->gu = b.take<float>(SP * 2 * g->Fmax);
+    g->h16 = b.take<__half>(SP * g->Fmax);
+    g->dout = b.take<float>(SP * E);
     g->ppart = b.take<float>(NB * nh * g->nch_p * (D + 2));
     g->wscr = b.take<__half>(g->wscr_elems);
 }
@@ -1410,6 +1461,7 @@ extern "C" void gpu_free(GpuModel *g) {
     cudaFreeHost(g->h_sel);
     cudaFreeHost(g->h_rec);
     cudaFreeHost(g->h_perm);
+    cudaFreeHost(g->h_gptr);
     cudaFreeHost(g->h_slot);
     delete[] g->L;
     delete g;
@@ -1518,6 +1570,8 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
         const char *dq = getenv("QWEN3MOE_DEQUANT");
         g->dq_generic = dq && !strcmp(dq, "generic");
         g->prof = getenv("QWEN3MOE_PREFILL_PROF") != nullptr;
+        const char *gm = getenv("QWEN3MOE_GEMM");
+        g->gemm_loop = gm && !strcmp(gm, "loop");
     }
     LCK(cudaMalloc(&g->warena, g->warena_bytes));
     LCK(cudaMalloc(&g->sarena, g->sarena_bytes));
@@ -1528,7 +1582,9 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     LCK(cudaMallocHost(&g->h_sel, sizeof(int) * NB_MAX * c.n_expert_used));
     LCK(cudaMallocHost(&g->h_rec, sizeof(int) * NB_MAX * c.n_expert_used));
     LCK(cudaMemsetAsync(g->d_force_on, 0, sizeof(int), g->st));
-    LCK(cudaMallocHost(&g->h_perm, sizeof(int) * NB_MAX * c.n_expert_used));
+    LCK(cudaMallocHost(&g->h_perm, sizeof(int) * 2 * NB_MAX * c.n_expert_used));
+    LCK(cudaMallocHost(&g->h_gptr, sizeof(void *) * 9 * c.n_expert));
+    g->pbase.assign(c.n_expert, 0);
     LCK(cudaMallocHost(&g->h_slot, sizeof(int) * NB_MAX * c.n_expert_used));
     /* the cache starts zeroed so that no read of an unwritten slot can produce NaN */
     LCK(cudaMemsetAsync(g->kc, 0, sizeof(__half) * (size_t)c.n_layer * n_ctx * g->kvdim, g->st));
@@ -1826,6 +1882,15 @@ static bool dequant_flat(const uint8_t *w, int type, long ncols, long nr, __half
 #undef DQF_CASE
 }
 
+/* C_i = A_i^T B_i for the expert GEMMs of one group in one launch (pointer arrays on the device) */
+static int gemm16_batched(GpuModel *g, int m, int n, int k, const void *const *A, int lda, const void *const *B, int ldb, void *const *C, int ldc,
+                          int batch, char *err, size_t errlen) {
+    const float alpha = 1.f, beta = 0.f;
+    CKB(cublasGemmBatchedEx(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, A, CUDA_R_16F, lda, B, CUDA_R_16F, ldb, &beta, C, CUDA_R_32F, ldc,
+                            batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return 0;
+}
+
 static int dequant(GpuModel *g, const DT &d, long r0, long nr, __half *out, long ld, char *err, size_t errlen) {
     const long per_row = (d.ncols + 7) / 8, total = per_row * nr;
     if (total <= 0) return 0;
@@ -1929,7 +1994,28 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         }
         off[0] = 0;
         for (int e = 0; e < NE; e++) off[e + 1] = off[e] + cnt[e];
-        std::vector<int> fill(off.begin(), off.end() - 1);
+        /* Slot rows: expert e's tokens take rows pbase[e] .. pbase[e]+cnt[e]-1. Batched: every
+         * expert with tokens gets a stride of the largest count (rounded to 8; the padding rows
+         * are zeros), so one cuBLAS call of n = stride serves all experts of a group instead of
+         * one small GEMM each (a 768 x ~32 output fills ~6 of 132 SMs). Where that does not fit
+         * the SP rows (a very uneven routing), packed rows and one GEMM per expert. */
+        int nact = 0, cmax = 0;
+        for (int e = 0; e < NE; e++)
+            if (cnt[e]) { nact++; cmax = std::max(cmax, cnt[e]); }
+        const int stride = (cmax + 7) & ~7;
+        const bool batched = !g->gemm_loop && (long)nact * stride <= g->SP;
+        std::vector<int> &pbase = g->pbase;
+        int P;   /* slot rows in use */
+        if (batched) {
+            int r = 0;
+            for (int e = 0; e < NE; e++) pbase[e] = cnt[e] ? stride * r++ : 0;
+            P = nact * stride;
+        } else {
+            for (int e = 0; e < NE; e++) pbase[e] = off[e];
+            P = n * K;
+        }
+        for (int s2 = 0; s2 < P; s2++) g->h_perm[s2] = -1;
+        std::vector<int> fill(pbase.begin(), pbase.end());
         for (int i = 0; i < n; i++)
             for (int k = 0; k < K; k++) {
                 const int e = g->h_sel[i * K + k], s = fill[e]++;
@@ -1937,14 +2023,26 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                 g->h_slot[i * K + k] = s;
                 if (experts) experts[((size_t)i * c.n_layer + l) * K + k] = g->h_rec[i * K + k];
             }
-        CK(cudaMemcpyAsync(g->perm, g->h_perm, sizeof(int) * n * K, cudaMemcpyHostToDevice, st));
+        CK(cudaMemcpyAsync(g->perm, g->h_perm, sizeof(int) * P, cudaMemcpyHostToDevice, st));
         CK(cudaMemcpyAsync(g->slot_of, g->h_slot, sizeof(int) * n * K, cudaMemcpyHostToDevice, st));
-        k_gather16<<<n * K, 256, 0, st>>>(g->p16, E, g->perm, g->gx16);
+        k_gather16<<<P, 256, 0, st>>>(g->p16, E, g->perm, g->gx16);
         CKL();
         prof_mark(g, PR_ROUTE, false);
         for (int e = 0; e < NE; e++) active += cnt[e] > 0;
         const size_t FE = (size_t)F * E;
         __half *sg = g->wscr, *su = g->wscr + (size_t)g->EG * FE, *sd = g->wscr + (size_t)2 * g->EG * FE;
+        if (batched) {   /* pointer arrays of the whole layer, indexed by the expert's rank pbase/stride */
+            const void **hp = g->h_gptr;
+            for (int e = 0; e < NE; e++) {
+                if (!cnt[e]) continue;
+                const int r = pbase[e] / stride;
+                const size_t w = (size_t)(e % g->EG) * FE, pb = pbase[e];
+                hp[0 * NE + r] = sg + w; hp[1 * NE + r] = g->gx16 + pb * E; hp[2 * NE + r] = g->gu + pb * 2 * F;
+                hp[3 * NE + r] = su + w; hp[4 * NE + r] = g->gx16 + pb * E; hp[5 * NE + r] = g->gu + pb * 2 * F + F;
+                hp[6 * NE + r] = sd + w; hp[7 * NE + r] = g->h16 + pb * F;  hp[8 * NE + r] = g->dout + pb * E;
+            }
+            CK(cudaMemcpyAsync(g->d_gptr, g->h_gptr, sizeof(void *) * 9 * NE, cudaMemcpyHostToDevice, st));
+        }
         for (int e0 = 0; e0 < NE; e0 += g->EG) {
             const int e1 = std::min(NE, e0 + g->EG);
             if (off[e1] == off[e0]) continue;
@@ -1963,6 +2061,23 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
             }
             prof_mark(g, PR_DEQ_EXP, false);
             prof_mark(g, PR_GEMM_EXP, true);
+            if (batched) {
+                int ea = e0, nb = 0;
+                while (!cnt[ea]) ea++;
+                for (int e = ea; e < e1; e++) nb += cnt[e] > 0;
+                const int r0 = pbase[ea] / stride;
+                const void *const *gp = g->d_gptr;
+                if (gemm16_batched(g, F, stride, E, gp + 0 * NE + r0, E, gp + 1 * NE + r0, E, (void *const *)(gp + 2 * NE + r0), 2 * F, nb, err, errlen) ||
+                    gemm16_batched(g, F, stride, E, gp + 3 * NE + r0, E, gp + 4 * NE + r0, E, (void *const *)(gp + 5 * NE + r0), 2 * F, nb, err, errlen))
+                    return -1;
+                const long nel = (long)nb * stride * F;
+                k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu + (size_t)pbase[ea] * 2 * F, F, nel, g->h16 + (size_t)pbase[ea] * F);
+                CKL();
+                if (gemm16_batched(g, E, stride, F, gp + 6 * NE + r0, F, gp + 7 * NE + r0, F, (void *const *)(gp + 8 * NE + r0), E, nb, err, errlen))
+                    return -1;
+                prof_mark(g, PR_GEMM_EXP, false);
+                continue;
+            }
             for (int e = e0; e < e1; e++) {
                 if (!cnt[e]) continue;
                 if (gemm16(g, F, cnt[e], E, sg + (size_t)(e - e0) * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F, 2 * F, 0.f,
