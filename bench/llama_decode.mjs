@@ -14,5 +14,6 @@ for await (const _ of seq.evaluate([1, 2, 3, 4], { temperature: 0 })) {
     if (n === 0) t0 = performance.now();
     if (++n >= N + 1) break;
 }
+if (n < N + 1) { console.error(`llama.cpp stopped after ${n} tokens`); process.exit(1); }
 console.log(`llama.cpp decode tok/s: ${(N / ((performance.now() - t0) / 1000)).toFixed(3)}`);
 process.exit(0);
