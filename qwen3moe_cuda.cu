@@ -35,7 +35,7 @@
 /* ------------------------------------------------------------------ helpers */
 #define WARP 32
 #define NTHR 256               /* threads per block of the matvec kernels: 8 warps */
-#define ATT_CH 128             /* positions per attention chunk (decode): 2 blocks per SM at depth 8k */
+#define ATT_CH 64              /* positions per attention chunk (decode): 4 blocks per SM at depth 8k, 4 steps per warp */
 #define ATT_U 4                /* positions per warp and step in k_attn */
 #define ATT_HB 8               /* query heads per attention block */
 #define NB_MAX 512             /* tokens per prefill chunk */
@@ -1354,7 +1354,11 @@ struct GpuModel {
     int SP;                  /* rows of the expert-slot buffers (perm, gx16, gu, h16, dout): 2 * NB_MAX * K */
     int gemm_loop;           /* QWEN3MOE_GEMM=loop: one cuBLAS call per expert (A/B timing) */
     const void **d_gptr, **h_gptr;   /* batched-GEMM pointer arrays [3 gemms][A,B,C][n_expert], device / pinned host */
-    std::vector<int> pbase;  /* first slot row of each expert in this layer */
+    std::vector<int> pbase, rank;   /* per expert: first slot row in this layer, index in the pointer arrays */
+    struct GBatch { int q0, nb, n; };   /* one batched GEMM: pointer-array entries q0.., nb experts, n columns */
+    std::vector<GBatch> gbt;
+    std::vector<int> gb0, gp0;          /* per expert group: first batch, first slot row (one past the end last) */
+    long prof_calls, prof_rows;         /* QWEN3MOE_PREFILL_PROF: expert GEMM launches and slot rows in the chunk */
     float *logits_all;
     size_t logits_all_rows;
     std::vector<int> cnt, off;
@@ -1585,6 +1589,7 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     LCK(cudaMallocHost(&g->h_perm, sizeof(int) * 2 * NB_MAX * c.n_expert_used));
     LCK(cudaMallocHost(&g->h_gptr, sizeof(void *) * 9 * c.n_expert));
     g->pbase.assign(c.n_expert, 0);
+    g->rank.assign(c.n_expert, 0);
     LCK(cudaMallocHost(&g->h_slot, sizeof(int) * NB_MAX * c.n_expert_used));
     /* the cache starts zeroed so that no read of an unwritten slot can produce NaN */
     LCK(cudaMemsetAsync(g->kc, 0, sizeof(__half) * (size_t)c.n_layer * n_ctx * g->kvdim, g->st));
@@ -1927,7 +1932,8 @@ static void prof_report(GpuModel *g, int n, double active) {
     g->prof_ev.clear();
     fprintf(stderr, "prefill %d tokens, %.1f experts with tokens per layer:", n, active);
     for (int i = 0; i < PR_N; i++) fprintf(stderr, " %s %.2f ms;", names[i], t[i]);
-    fprintf(stderr, " sum %.2f ms\n", all);
+    fprintf(stderr, " sum %.2f ms; %ld expert GEMM launches, %.0f slot rows per layer\n", all, g->prof_calls, (double)g->prof_rows / g->c.n_layer);
+    g->prof_calls = g->prof_rows = 0;
 }
 
 /* Prefill of n <= NB_MAX tokens at pos..pos+n-1. */
@@ -1994,26 +2000,51 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         }
         off[0] = 0;
         for (int e = 0; e < NE; e++) off[e + 1] = off[e] + cnt[e];
-        /* Slot rows: expert e's tokens take rows pbase[e] .. pbase[e]+cnt[e]-1. Batched: every
-         * expert with tokens gets a stride of the largest count (rounded to 8; the padding rows
-         * are zeros), so one cuBLAS call of n = stride serves all experts of a group instead of
-         * one small GEMM each (a 768 x ~32 output fills ~6 of 132 SMs). Where that does not fit
-         * the SP rows (a very uneven routing), packed rows and one GEMM per expert. */
-        int nact = 0, cmax = 0;
-        for (int e = 0; e < NE; e++)
-            if (cnt[e]) { nact++; cmax = std::max(cmax, cnt[e]); }
-        const int stride = (cmax + 7) & ~7;
-        const bool batched = !g->gemm_loop && (long)nact * stride <= g->SP;
-        std::vector<int> &pbase = g->pbase;
-        int P;   /* slot rows in use */
-        if (batched) {
-            int r = 0;
-            for (int e = 0; e < NE; e++) pbase[e] = cnt[e] ? stride * r++ : 0;
-            P = nact * stride;
-        } else {
+        /* Slot rows: expert e's tokens take rows pbase[e] .. pbase[e]+cnt[e]-1. Batched: each
+         * expert's rows are padded to its count class (multiples of 8 up to 64, then steps of
+         * ~1.5x; the padding rows are zeros), and the experts of one weight group and one class
+         * form one cuBLAS batched call of n = class, instead of one small GEMM each (a 768 x ~32
+         * output fills ~6 of 132 SMs). Padding stays under 1.5x + 8 rows per expert, inside the
+         * SP = 2 * NB_MAX * K rows; where it would not fit, packed rows and one GEMM per expert. */
+        std::vector<int> &pbase = g->pbase, &rank = g->rank;
+        std::vector<GpuModel::GBatch> &gbt = g->gbt;
+        const int ngr = cdiv(NE, g->EG);
+        g->gb0.resize(ngr + 1);
+        g->gp0.resize(ngr + 1);
+        gbt.clear();
+        int P = 0;   /* slot rows in use */
+        {
+            int q = 0;
+            std::vector<std::pair<int, int>> ce;
+            for (int gi = 0; gi < ngr; gi++) {
+                g->gb0[gi] = (int)gbt.size();
+                g->gp0[gi] = P;
+                ce.clear();
+                for (int e = gi * g->EG; e < std::min(NE, (gi + 1) * g->EG); e++) {
+                    if (!cnt[e]) continue;
+                    int k = 64;
+                    if (cnt[e] <= 64) k = (cnt[e] + 7) & ~7;
+                    else while (k < cnt[e]) k = (k * 3 / 2 + 7) & ~7;
+                    ce.push_back({k, e});
+                }
+                std::sort(ce.begin(), ce.end());
+                for (size_t j = 0; j < ce.size(); j++) {
+                    if ((int)gbt.size() == g->gb0[gi] || gbt.back().n != ce[j].first) gbt.push_back({q, 0, ce[j].first});
+                    gbt.back().nb++;
+                    pbase[ce[j].second] = P;
+                    rank[ce[j].second] = q++;
+                    P += ce[j].first;
+                }
+            }
+            g->gb0[ngr] = (int)gbt.size();
+            g->gp0[ngr] = P;
+        }
+        const bool batched = !g->gemm_loop && P <= g->SP;
+        if (!batched) {
             for (int e = 0; e < NE; e++) pbase[e] = off[e];
             P = n * K;
         }
+        if (g->prof) g->prof_rows += P;
         for (int s2 = 0; s2 < P; s2++) g->h_perm[s2] = -1;
         std::vector<int> fill(pbase.begin(), pbase.end());
         for (int i = 0; i < n; i++)
@@ -2031,11 +2062,11 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         for (int e = 0; e < NE; e++) active += cnt[e] > 0;
         const size_t FE = (size_t)F * E;
         __half *sg = g->wscr, *su = g->wscr + (size_t)g->EG * FE, *sd = g->wscr + (size_t)2 * g->EG * FE;
-        if (batched) {   /* pointer arrays of the whole layer, indexed by the expert's rank pbase/stride */
+        if (batched) {   /* pointer arrays of the whole layer, indexed by the expert's rank */
             const void **hp = g->h_gptr;
             for (int e = 0; e < NE; e++) {
                 if (!cnt[e]) continue;
-                const int r = pbase[e] / stride;
+                const int r = rank[e];
                 const size_t w = (size_t)(e % g->EG) * FE, pb = pbase[e];
                 hp[0 * NE + r] = sg + w; hp[1 * NE + r] = g->gx16 + pb * E; hp[2 * NE + r] = g->gu + pb * 2 * F;
                 hp[3 * NE + r] = su + w; hp[4 * NE + r] = g->gx16 + pb * E; hp[5 * NE + r] = g->gu + pb * 2 * F + F;
@@ -2062,24 +2093,31 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
             prof_mark(g, PR_DEQ_EXP, false);
             prof_mark(g, PR_GEMM_EXP, true);
             if (batched) {
-                int ea = e0, nb = 0;
-                while (!cnt[ea]) ea++;
-                for (int e = ea; e < e1; e++) nb += cnt[e] > 0;
-                const int r0 = pbase[ea] / stride;
+                const int gi = e0 / g->EG, b0 = g->gb0[gi], b1 = g->gb0[gi + 1], p0 = g->gp0[gi], p1 = g->gp0[gi + 1];
                 const void *const *gp = g->d_gptr;
-                if (gemm16_batched(g, F, stride, E, gp + 0 * NE + r0, E, gp + 1 * NE + r0, E, (void *const *)(gp + 2 * NE + r0), 2 * F, nb, err, errlen) ||
-                    gemm16_batched(g, F, stride, E, gp + 3 * NE + r0, E, gp + 4 * NE + r0, E, (void *const *)(gp + 5 * NE + r0), 2 * F, nb, err, errlen))
-                    return -1;
-                const long nel = (long)nb * stride * F;
-                k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu + (size_t)pbase[ea] * 2 * F, F, nel, g->h16 + (size_t)pbase[ea] * F);
+                for (int bi = b0; bi < b1; bi++) {
+                    const GpuModel::GBatch &B = gbt[bi];
+                    if (gemm16_batched(g, F, B.n, E, gp + 0 * NE + B.q0, E, gp + 1 * NE + B.q0, E, (void *const *)(gp + 2 * NE + B.q0), 2 * F, B.nb, err,
+                                       errlen) ||
+                        gemm16_batched(g, F, B.n, E, gp + 3 * NE + B.q0, E, gp + 4 * NE + B.q0, E, (void *const *)(gp + 5 * NE + B.q0), 2 * F, B.nb, err,
+                                       errlen))
+                        return -1;
+                }
+                const long nel = (long)(p1 - p0) * F;
+                k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu + (size_t)p0 * 2 * F, F, nel, g->h16 + (size_t)p0 * F);
                 CKL();
-                if (gemm16_batched(g, E, stride, F, gp + 6 * NE + r0, F, gp + 7 * NE + r0, F, (void *const *)(gp + 8 * NE + r0), E, nb, err, errlen))
-                    return -1;
+                for (int bi = b0; bi < b1; bi++) {
+                    const GpuModel::GBatch &B = gbt[bi];
+                    if (gemm16_batched(g, E, B.n, F, gp + 6 * NE + B.q0, F, gp + 7 * NE + B.q0, F, (void *const *)(gp + 8 * NE + B.q0), E, B.nb, err, errlen))
+                        return -1;
+                }
+                if (g->prof) g->prof_calls += 3 * (b1 - b0);
                 prof_mark(g, PR_GEMM_EXP, false);
                 continue;
             }
             for (int e = e0; e < e1; e++) {
                 if (!cnt[e]) continue;
+                if (g->prof) g->prof_calls += 3;
                 if (gemm16(g, F, cnt[e], E, sg + (size_t)(e - e0) * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F, 2 * F, 0.f,
                            err, errlen) ||
                     gemm16(g, F, cnt[e], E, su + (size_t)(e - e0) * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F + F, 2 * F,
