@@ -247,7 +247,8 @@ __global__ void k_dequant_f16(const uint8_t *__restrict__ w, int type, int ncols
 #define DQF_TILE (DQF_THREADS * 8)
 #define DQF_SMEM (DQF_TILE / 32 * 34 + 32)   /* the largest tile: 64 Q8_0 blocks, plus alignment slack */
 template <int T, int QK, int BSZ>
-__global__ void __launch_bounds__(DQF_THREADS) k_dequant_flat(const uint8_t *__restrict__ w, unsigned n, __half *__restrict__ out) {
+__global__ void __launch_bounds__(DQF_THREADS) k_dequant_flat(const uint8_t *__restrict__ w, unsigned n, __half *__restrict__ out, unsigned seg,
+                                                               size_t ostride) {
     __shared__ __align__(16) uint8_t sm[DQF_SMEM];
     const unsigned t0 = blockIdx.x * DQF_TILE;                         /* first element of the tile */
     const size_t base = (size_t)w, end = base + (size_t)(n / QK) * BSZ;  /* the call's quant bytes */
@@ -273,7 +274,9 @@ __global__ void __launch_bounds__(DQF_THREADS) k_dequant_flat(const uint8_t *__r
     __half2 *h2 = (__half2 *)&v;
 #pragma unroll
     for (int j = 0; j < 4; j++) h2[j] = __floats2half2_rn(y[2 * j], y[2 * j + 1]);
-    *(uint4 *)(out + e) = v;
+    /* seg != 0: element e goes to segment e / seg at out + (e / seg) * ostride (gate and up of
+     * one expert side by side, one GEMM of m = 2F) */
+    *(uint4 *)(out + (seg ? (size_t)(e / seg) * ostride + e % seg : (size_t)e)) = v;
 }
 
 /* ======================================================================
@@ -881,6 +884,12 @@ __global__ void k_qk_rope(float *qkv, int stride, int nh, int nkv, int D, const 
  * of up to 8 query heads sharing it, chunk, query token): K and V of the chunk are
  * read once for all heads of the group; 4 warps split the positions, f32 online
  * softmax, partial (max, sum, acc[D]) per head and chunk. */
+/* The chunk size used: at least ch, and large enough that a query at pos0 spans at most
+ * ~64 chunks, so that the combine stays short at depth while shallow contexts still split
+ * into many blocks (decode's graph has a fixed grid of n_ctx / ATT_CH chunks; those past
+ * the query exit at once). k_attn and k_attn_combine must agree. */
+__device__ __forceinline__ int att_chunk(int ch, int pos0) { return max(ch, ((pos0 + 64) / 64 + 15) & ~15); }
+
 template <int DPL>
 __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int stride, int nh, int nkv, int D, const __half *__restrict__ kc,
                                               const __half *__restrict__ vc, int kvdim, const int *__restrict__ pos_dev, int ch, int nch,
@@ -889,6 +898,7 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
     const int G = nh / nkv, nhg = (G + ATT_HB - 1) / ATT_HB;
     const int kvh = blockIdx.x / nhg, hg = blockIdx.x % nhg, c = blockIdx.y, i = blockIdx.z;
     const int pos = pos_dev[0] + i;
+    ch = att_chunk(ch, pos_dev[0]);
     const int t0 = c * ch;
     if (t0 > pos) return;
     const int t1 = min(t0 + ch, pos + 1);
@@ -988,6 +998,7 @@ __global__ void k_attn_combine(const float *__restrict__ part, int nh, int D, in
                                __half *out16, int8_t *oq, float *od) {
     const int h = blockIdx.x, i = blockIdx.y, d = threadIdx.x;
     const int pos = pos_dev[0] + i;
+    ch = att_chunk(ch, pos_dev[0]);
     const int nv = min(nch, pos / ch + 1);
     const float *pp = part + ((size_t)i * nh + h) * nch * (D + 2);
     float M = -INFINITY;
@@ -1270,6 +1281,40 @@ static cudaError_t set_smem_attrs() {
 
 /* ---- prefill helpers ---- */
 /* gather the f16 normed rows of the tokens routed to each expert (slot order) */
+/* Prefill attention through cuBLAS: scores S[head][token][key] (f32, from f16 Q and K) ->
+ * causal softmax -> P (f16) for the P.V GEMM. Block per (token, head); reads the row twice,
+ * writes it once as f16: memory-bound and small next to the GEMMs, which do the arithmetic
+ * on tensor cores (the split k_attn walks every key with warp reductions). */
+__global__ void __launch_bounds__(256) k_softmax_causal(const float *__restrict__ S, __half *__restrict__ P, int npos, size_t hstride, int pos0,
+                                                        float scale) {
+    __shared__ float red[32];
+    const int i = blockIdx.x, j = blockIdx.y, nv = pos0 + i + 1;
+    const float *row = S + j * hstride + (size_t)i * npos;
+    __half *out = P + j * hstride + (size_t)i * npos;
+    float mx = -INFINITY;
+    for (int p = threadIdx.x; p < nv; p += blockDim.x) mx = fmaxf(mx, row[p]);
+    mx = warp_max(mx);
+    if (threadIdx.x % WARP == 0) red[threadIdx.x / WARP] = mx;
+    __syncthreads();
+    mx = -INFINITY;
+    for (int w = 0; w < (int)blockDim.x / WARP; w++) mx = fmaxf(mx, red[w]);
+    __syncthreads();
+    float sum = 0.f;
+    for (int p = threadIdx.x; p < nv; p += blockDim.x) sum += expf((row[p] - mx) * scale);
+    sum = warp_sum(sum);
+    if (threadIdx.x % WARP == 0) red[threadIdx.x / WARP] = sum;
+    __syncthreads();
+    sum = 0.f;
+    for (int w = 0; w < (int)blockDim.x / WARP; w++) sum += red[w];
+    const float inv = 1.f / sum;
+    for (int p = threadIdx.x; p < npos; p += blockDim.x) out[p] = __float2half(p < nv ? expf((row[p] - mx) * scale) * inv : 0.f);
+}
+/* the n x qdim query block of pqkv (row stride ld) as f16 */
+__global__ void k_q16(const float *__restrict__ q, int ld, int qdim, __half *__restrict__ out) {
+    const int i = blockIdx.y;
+    for (int d = blockIdx.x * blockDim.x + threadIdx.x; d < qdim; d += gridDim.x * blockDim.x) out[(size_t)i * qdim + d] = __float2half(q[(size_t)i * ld + d]);
+}
+
 __global__ void k_gather16(const __half *__restrict__ src, int E, const int *__restrict__ perm, __half *__restrict__ dst) {
     const int s = blockIdx.x, p = perm[s];
     __half *b = dst + (size_t)s * E;
@@ -1353,6 +1398,7 @@ struct GpuModel {
     int *h_sel, *h_rec, *h_perm, *h_slot;   /* pinned */
     int SP;                  /* rows of the expert-slot buffers (perm, gx16, gu, h16, dout): 2 * NB_MAX * K */
     int gemm_loop;           /* QWEN3MOE_GEMM=loop: one cuBLAS call per expert (A/B timing) */
+    int attn_split;          /* QWEN3MOE_ATTN=split: prefill attention with k_attn instead of cuBLAS */
     const void **d_gptr, **h_gptr;   /* batched-GEMM pointer arrays [3 gemms][A,B,C][n_expert], device / pinned host */
     std::vector<int> pbase, rank;   /* per expert: first slot row in this layer, index in the pointer arrays */
     struct GBatch { int q0, nb, n; };   /* one batched GEMM: pointer-array entries q0.., nb experts, n columns */
@@ -1576,6 +1622,8 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
         g->prof = getenv("QWEN3MOE_PREFILL_PROF") != nullptr;
         const char *gm = getenv("QWEN3MOE_GEMM");
         g->gemm_loop = gm && !strcmp(gm, "loop");
+        const char *at = getenv("QWEN3MOE_ATTN");
+        g->attn_split = at && !strcmp(at, "split");
     }
     LCK(cudaMalloc(&g->warena, g->warena_bytes));
     LCK(cudaMalloc(&g->sarena, g->sarena_bytes));
@@ -1764,7 +1812,8 @@ static int launch_attn(GpuModel *g, const float *qkv, int stride, const __half *
                        float *part, char *err, size_t errlen) {
     const Config &c = g->c;
     const int D = c.head_dim, G = c.n_head / c.n_head_kv, nhg = (G + ATT_HB - 1) / ATT_HB;
-    const dim3 grid(c.n_head_kv * nhg, nch, ntok);
+    /* att_chunk keeps every query within 64 chunks: blocks past that would only exit */
+    const dim3 grid(c.n_head_kv * nhg, std::min(nch, 64), ntok);
     const size_t smem = (size_t)(8 * ATT_HB + 4 * ATT_HB * D) * sizeof(float);
     const float scale = 1.0f / sqrtf((float)D);
 #define ATT_CASE(n)                                                                                                                  \
@@ -1871,12 +1920,12 @@ static int gemm16(GpuModel *g, int m, int n, int k, const __half *A, int lda, co
 /* Launches the flat dequantizer for quant types; returns false (launching nothing)
  * where it does not apply: float types, padded rows (ld != ncols), rows that are not
  * whole blocks, an output not 16-byte aligned, or more than 2^31 elements. */
-static bool dequant_flat(const uint8_t *w, int type, long ncols, long nr, __half *out, long ld, cudaStream_t st) {
+static bool dequant_flat(const uint8_t *w, int type, long ncols, long nr, __half *out, long ld, cudaStream_t st, long seg = 0, long ostride = 0) {
     const long n = ncols * nr;
-    if (ld != ncols || ncols % 32 || ((uintptr_t)out & 15) || n <= 0 || n >= (1l << 31)) return false;
+    if (ld != ncols || ncols % 32 || ((uintptr_t)out & 15) || n <= 0 || n >= (1l << 31) || seg % 8 || ostride % 8) return false;
     const unsigned grid = (unsigned)((n + DQF_TILE - 1) / DQF_TILE);
 #define DQF_CASE(T, QK, BSZ) \
-    case T: if (ncols % QK) return false; k_dequant_flat<T, QK, BSZ><<<grid, DQF_THREADS, 0, st>>>(w, (unsigned)n, out); return true;
+    case T: if (ncols % QK) return false; k_dequant_flat<T, QK, BSZ><<<grid, DQF_THREADS, 0, st>>>(w, (unsigned)n, out, (unsigned)seg, (size_t)ostride); return true;
     switch (type) {
     DQF_CASE(GGML_TYPE_Q4_0, 32, 18) DQF_CASE(GGML_TYPE_Q4_1, 32, 20) DQF_CASE(GGML_TYPE_Q5_0, 32, 22)
     DQF_CASE(GGML_TYPE_Q5_1, 32, 24) DQF_CASE(GGML_TYPE_Q8_0, 32, 34) DQF_CASE(GGML_TYPE_IQ4_NL, 32, 18)
@@ -1896,10 +1945,17 @@ static int gemm16_batched(GpuModel *g, int m, int n, int k, const void *const *A
     return 0;
 }
 
-static int dequant(GpuModel *g, const DT &d, long r0, long nr, __half *out, long ld, char *err, size_t errlen) {
+/* rows r0..r0+nr of d to f16 at out (row stride ld); seg rows > 0: every seg rows start a new
+ * segment ostride elements after the last one's start */
+static int dequant(GpuModel *g, const DT &d, long r0, long nr, __half *out, long ld, char *err, size_t errlen, long seg = 0, long ostride = 0) {
     const long per_row = (d.ncols + 7) / 8, total = per_row * nr;
     if (total <= 0) return 0;
-    if (!g->dq_generic && dequant_flat(d.p + (size_t)r0 * d.rb, d.type, d.ncols, nr, out, ld, g->st)) { CKL(); return 0; }
+    if (!g->dq_generic && dequant_flat(d.p + (size_t)r0 * d.rb, d.type, d.ncols, nr, out, ld, g->st, seg * d.ncols, ostride)) { CKL(); return 0; }
+    if (seg) {
+        for (long k = 0; k * seg < nr; k++)
+            if (dequant(g, d, r0 + k * seg, std::min(seg, nr - k * seg), out + k * ostride, ld, err, errlen)) return -1;
+        return 0;
+    }
     k_dequant_f16<<<(unsigned)((total + 255) / 256), 256, 0, g->st>>>(d.p + (size_t)r0 * d.rb, d.type, d.ncols, d.rb, (int)nr, out, ld);
     CKL();
     return 0;
@@ -1936,6 +1992,42 @@ static void prof_report(GpuModel *g, int n, double active) {
     g->prof_calls = g->prof_rows = 0;
 }
 
+/* Prefill attention of n tokens at pos.. against keys 0..pos+n-1 with cuBLAS (see
+ * k_softmax_causal), into p16. Returns false (doing nothing) where it does not apply:
+ * QWEN3MOE_ATTN=split, or scores of even one head too large for the weight scratch (free
+ * between the QKV and output projections). *rc = -1 on a CUDA/cuBLAS error. */
+static bool gemm_attention(GpuModel *g, size_t koff, int n, int pos, char *err, size_t errlen, int *rc) {
+    const Config &c = g->c;
+    const int D = c.head_dim, nh = c.n_head, nkv = c.n_head_kv, G = nh / nkv, qdim = g->qdim, kvdim = g->kvdim, qkvw = qdim + 2 * kvdim;
+    const int npos = pos + n;
+    const size_t hs = ((size_t)npos * n + 7) & ~(size_t)7;   /* elements per head of S and P */
+    const size_t room = g->wscr_elems * sizeof(__half) / (hs * (sizeof(float) + sizeof(__half)));
+    *rc = 0;
+    if (g->attn_split || room < 1 || (size_t)n * qdim > (size_t)g->SP * c.n_embd) return false;
+    const int hb = (int)std::min((size_t)G, room);
+    float *S = (float *)g->wscr;
+    __half *P = (__half *)(S + (size_t)hb * hs), *q16 = g->gx16;
+    const float one = 1.f, zero = 0.f, scale = 1.0f / sqrtf((float)D);
+    cudaStream_t st = g->st;
+    *rc = -1;
+    k_q16<<<dim3(cdiv(qdim, 256), n), 256, 0, st>>>(g->pqkv, qkvw, qdim, q16);
+    CKL();
+    for (int kvh = 0; kvh < nkv; kvh++)
+        for (int h0 = kvh * G; h0 < (kvh + 1) * G; h0 += hb) {
+            const int nb = std::min(hb, (kvh + 1) * G - h0);
+            CKB(cublasGemmStridedBatchedEx(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, npos, n, D, &one, g->kc + koff + kvh * D, CUDA_R_16F, kvdim, 0,
+                                           q16 + (size_t)h0 * D, CUDA_R_16F, qdim, D, &zero, S, CUDA_R_32F, npos, (long long)hs, nb, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT));
+            k_softmax_causal<<<dim3(n, nb), 256, 0, st>>>(S, P, npos, hs, pos, scale);
+            CKL();
+            CKB(cublasGemmStridedBatchedEx(g->cb, CUBLAS_OP_N, CUBLAS_OP_N, D, n, npos, &one, g->vc + koff + kvh * D, CUDA_R_16F, kvdim, 0, P, CUDA_R_16F,
+                                           npos, (long long)hs, &zero, g->p16 + (size_t)h0 * D, CUDA_R_16F, qdim, D, nb, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT));
+        }
+    *rc = 0;
+    return true;
+}
+
 /* Prefill of n <= NB_MAX tokens at pos..pos+n-1. */
 static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *logits_all, float *logits_last, int *experts, char *err,
                          size_t errlen) {
@@ -1947,6 +2039,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
     CK(cudaMemcpyAsync(g->d_pos, &pos, sizeof(int), cudaMemcpyHostToDevice, st));
     CK(cudaStreamSynchronize(st));
     long active = 0;   /* experts with tokens, summed over layers (QWEN3MOE_PREFILL_PROF) */
+    int rc = 0;
     k_embed<<<dim3(cdiv(E, 8 * 256), n), 256, 0, st>>>(g->emb.p, g->emb.type, E, g->emb.rb, g->ptok, g->px, nullptr);
     CKL();
     for (int l = 0; l < c.n_layer; l++) {
@@ -1968,9 +2061,13 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         k_qk_rope<<<dim3(nh + 2 * nkv, n), (D / 2 + 31) / 32 * 32, 0, st>>>(g->pqkv, qkvw, nh, nkv, D, L.q_norm, L.k_norm, c.rms_eps, g->d_pos,
                                                                             g->theta_scale, g->kc + koff, g->vc + koff, g->kvdim);
         CKL();
-        if (launch_attn(g, g->pqkv, qkvw, g->kc + koff, g->vc + koff, g->d_pos, g->ch_p, g->nch_p, n, g->ppart, err, errlen)) return -1;
-        k_attn_combine<<<dim3(nh, n), D, 0, st>>>(g->ppart, nh, D, g->ch_p, g->nch_p, g->d_pos, nullptr, g->p16, nullptr, nullptr);
-        CKL();
+        if (gemm_attention(g, koff, n, pos, err, errlen, &rc)) {
+            if (rc) return -1;
+        } else {   /* QWEN3MOE_ATTN=split, or scores too large for the scratch */
+            if (launch_attn(g, g->pqkv, qkvw, g->kc + koff, g->vc + koff, g->d_pos, g->ch_p, g->nch_p, n, g->ppart, err, errlen)) return -1;
+            k_attn_combine<<<dim3(nh, n), D, 0, st>>>(g->ppart, nh, D, g->ch_p, g->nch_p, g->d_pos, nullptr, g->p16, nullptr, nullptr);
+            CKL();
+        }
         prof_mark(g, PR_ATTN, false);
         prof_mark(g, PR_DEQ_ATTN, true);
         if (dequant(g, L.o, 0, L.o.nrows, g->wscr, g->qdim, err, errlen)) return -1;
@@ -2001,10 +2098,10 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         off[0] = 0;
         for (int e = 0; e < NE; e++) off[e + 1] = off[e] + cnt[e];
         /* Slot rows: expert e's tokens take rows pbase[e] .. pbase[e]+cnt[e]-1. Batched: each
-         * expert's rows are padded to its count class (multiples of 8 up to 64, then steps of
-         * ~1.5x; the padding rows are zeros), and the experts of one weight group and one class
+         * expert's rows are padded to its count class (multiples of 16 up to 64, then steps of
+         * ~1.5x: few classes, so few launches; the padding rows are zeros), and the experts of one weight group and one class
          * form one cuBLAS batched call of n = class, instead of one small GEMM each (a 768 x ~32
-         * output fills ~6 of 132 SMs). Padding stays under 1.5x + 8 rows per expert, inside the
+         * output fills ~6 of 132 SMs). Padding stays under 1.5x + 16 rows per expert, inside the
          * SP = 2 * NB_MAX * K rows; where it would not fit, packed rows and one GEMM per expert. */
         std::vector<int> &pbase = g->pbase, &rank = g->rank;
         std::vector<GpuModel::GBatch> &gbt = g->gbt;
@@ -2023,7 +2120,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                 for (int e = gi * g->EG; e < std::min(NE, (gi + 1) * g->EG); e++) {
                     if (!cnt[e]) continue;
                     int k = 64;
-                    if (cnt[e] <= 64) k = (cnt[e] + 7) & ~7;
+                    if (cnt[e] <= 64) k = (cnt[e] + 15) & ~15;
                     else while (k < cnt[e]) k = (k * 3 / 2 + 7) & ~7;
                     ce.push_back({k, e});
                 }
@@ -2061,16 +2158,17 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         prof_mark(g, PR_ROUTE, false);
         for (int e = 0; e < NE; e++) active += cnt[e] > 0;
         const size_t FE = (size_t)F * E;
-        __half *sg = g->wscr, *su = g->wscr + (size_t)g->EG * FE, *sd = g->wscr + (size_t)2 * g->EG * FE;
+        /* weight scratch: per expert slot gate rows then up rows ([2F][E], one GEMM of m = 2F
+         * whose output rows are exactly gu's gate | up halves), then the down weights */
+        __half *sgu = g->wscr, *sd = g->wscr + (size_t)2 * g->EG * FE;
         if (batched) {   /* pointer arrays of the whole layer, indexed by the expert's rank */
             const void **hp = g->h_gptr;
             for (int e = 0; e < NE; e++) {
                 if (!cnt[e]) continue;
                 const int r = rank[e];
                 const size_t w = (size_t)(e % g->EG) * FE, pb = pbase[e];
-                hp[0 * NE + r] = sg + w; hp[1 * NE + r] = g->gx16 + pb * E; hp[2 * NE + r] = g->gu + pb * 2 * F;
-                hp[3 * NE + r] = su + w; hp[4 * NE + r] = g->gx16 + pb * E; hp[5 * NE + r] = g->gu + pb * 2 * F + F;
-                hp[6 * NE + r] = sd + w; hp[7 * NE + r] = g->h16 + pb * F;  hp[8 * NE + r] = g->dout + pb * E;
+                hp[0 * NE + r] = sgu + 2 * w; hp[1 * NE + r] = g->gx16 + pb * E; hp[2 * NE + r] = g->gu + pb * 2 * F;
+                hp[6 * NE + r] = sd + w;      hp[7 * NE + r] = g->h16 + pb * F;  hp[8 * NE + r] = g->dout + pb * E;
             }
             CK(cudaMemcpyAsync(g->d_gptr, g->h_gptr, sizeof(void *) * 9 * NE, cudaMemcpyHostToDevice, st));
         }
@@ -2084,8 +2182,8 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                 int e2 = e;
                 while (e2 + 1 < e1 && cnt[e2 + 1]) e2++;
                 const long ne_ = e2 - e + 1;
-                if (dequant(g, L.gate, (long)e * F, ne_ * F, sg + (size_t)(e - e0) * FE, E, err, errlen) ||
-                    dequant(g, L.up, (long)e * F, ne_ * F, su + (size_t)(e - e0) * FE, E, err, errlen) ||
+                if (dequant(g, L.gate, (long)e * F, ne_ * F, sgu + (size_t)(e - e0) * 2 * FE, E, err, errlen, F, 2 * FE) ||
+                    dequant(g, L.up, (long)e * F, ne_ * F, sgu + (size_t)(e - e0) * 2 * FE + FE, E, err, errlen, F, 2 * FE) ||
                     dequant(g, L.down, (long)e * E, ne_ * E, sd + (size_t)(e - e0) * FE, F, err, errlen))
                     return -1;
                 e = e2;
@@ -2097,10 +2195,8 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                 const void *const *gp = g->d_gptr;
                 for (int bi = b0; bi < b1; bi++) {
                     const GpuModel::GBatch &B = gbt[bi];
-                    if (gemm16_batched(g, F, B.n, E, gp + 0 * NE + B.q0, E, gp + 1 * NE + B.q0, E, (void *const *)(gp + 2 * NE + B.q0), 2 * F, B.nb, err,
-                                       errlen) ||
-                        gemm16_batched(g, F, B.n, E, gp + 3 * NE + B.q0, E, gp + 4 * NE + B.q0, E, (void *const *)(gp + 5 * NE + B.q0), 2 * F, B.nb, err,
-                                       errlen))
+                    if (gemm16_batched(g, 2 * F, B.n, E, gp + 0 * NE + B.q0, E, gp + 1 * NE + B.q0, E, (void *const *)(gp + 2 * NE + B.q0), 2 * F, B.nb,
+                                       err, errlen))
                         return -1;
                 }
                 const long nel = (long)(p1 - p0) * F;
@@ -2111,17 +2207,15 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                     if (gemm16_batched(g, E, B.n, F, gp + 6 * NE + B.q0, F, gp + 7 * NE + B.q0, F, (void *const *)(gp + 8 * NE + B.q0), E, B.nb, err, errlen))
                         return -1;
                 }
-                if (g->prof) g->prof_calls += 3 * (b1 - b0);
+                if (g->prof) g->prof_calls += 2 * (b1 - b0);
                 prof_mark(g, PR_GEMM_EXP, false);
                 continue;
             }
             for (int e = e0; e < e1; e++) {
                 if (!cnt[e]) continue;
-                if (g->prof) g->prof_calls += 3;
-                if (gemm16(g, F, cnt[e], E, sg + (size_t)(e - e0) * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F, 2 * F, 0.f,
-                           err, errlen) ||
-                    gemm16(g, F, cnt[e], E, su + (size_t)(e - e0) * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F + F, 2 * F,
-                           0.f, err, errlen))
+                if (g->prof) g->prof_calls += 2;
+                if (gemm16(g, 2 * F, cnt[e], E, sgu + (size_t)(e - e0) * 2 * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F,
+                           2 * F, 0.f, err, errlen))
                     return -1;
             }
             const long nel = (long)(off[e1] - off[e0]) * F;
