@@ -1399,6 +1399,11 @@ struct GpuModel {
     int SP;                  /* rows of the expert-slot buffers (perm, gx16, gu, h16, dout): 2 * NB_MAX * K */
     int gemm_loop;           /* QWEN3MOE_GEMM=loop: one cuBLAS call per expert (A/B timing) */
     int attn_split;          /* QWEN3MOE_ATTN=split: prefill attention with k_attn instead of cuBLAS */
+    /* Expert weights are dequantized on st2 into two alternating halves of the weight scratch
+     * while st runs the GEMMs of the other half (dequantization is bandwidth-bound, the small
+     * GEMMs are not): ev_deq[b] = half b filled, ev_gemm[b] = half b's GEMMs done. */
+    cudaStream_t st2, dq_st;
+    cudaEvent_t ev_deq[2], ev_gemm[2], ev_start;
     const void **d_gptr, **h_gptr;   /* batched-GEMM pointer arrays [3 gemms][A,B,C][n_expert], device / pinned host */
     std::vector<int> pbase, rank;   /* per expert: first slot row in this layer, index in the pointer arrays */
     struct GBatch { int q0, nb, n; };   /* one batched GEMM: pointer-array entries q0.., nb experts, n columns */
@@ -1503,6 +1508,12 @@ extern "C" void gpu_free(GpuModel *g) {
     if (g->graph) cudaGraphExecDestroy(g->graph);
     if (g->cb) cublasDestroy(g->cb);
     if (g->st) cudaStreamDestroy(g->st);
+    if (g->st2) cudaStreamDestroy(g->st2);
+    for (int i = 0; i < 2; i++) {
+        if (g->ev_deq[i]) cudaEventDestroy(g->ev_deq[i]);
+        if (g->ev_gemm[i]) cudaEventDestroy(g->ev_gemm[i]);
+    }
+    if (g->ev_start) cudaEventDestroy(g->ev_start);
     cudaFree(g->warena);
     cudaFree(g->sarena);
     cudaFree(g->logits_all);
@@ -1584,7 +1595,11 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
         need = std::max(need, (size_t)3 * Fmax * E);
         const size_t budget = (size_t)256 << 20;   /* elements: 512 MB of f16 */
         size_t ws = std::max(need, budget);
+        /* two halves of EG experts each (see st2): 2 x 512 MB for 30B-A3B, since halving the
+         * group instead doubles the batched GEMM launches and costs more than the overlap gains */
         g->EG = (int)std::max((size_t)1, std::min((size_t)c.n_expert, ws / ((size_t)3 * Fmax * E)));
+        need = std::max(need, (size_t)6 * g->EG * Fmax * E);
+        ws = std::max(ws, need);
         g->OT = (int)std::min((size_t)c.n_vocab, ws / E);
         g->wscr_elems = ws;
     }
@@ -1614,6 +1629,13 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     } while (0)
     LCK(set_smem_attrs());
     LCK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
+    LCK(cudaStreamCreateWithFlags(&g->st2, cudaStreamNonBlocking));
+    for (int i = 0; i < 2; i++) {
+        LCK(cudaEventCreateWithFlags(&g->ev_deq[i], cudaEventDisableTiming));
+        LCK(cudaEventCreateWithFlags(&g->ev_gemm[i], cudaEventDisableTiming));
+    }
+    LCK(cudaEventCreateWithFlags(&g->ev_start, cudaEventDisableTiming));
+    g->dq_st = g->st;
     if (cublasCreate(&g->cb) != CUBLAS_STATUS_SUCCESS) { seterr(err, errlen, "cublasCreate failed"); gpu_free(g); return nullptr; }
     cublasSetStream(g->cb, g->st);
     {
@@ -1950,13 +1972,13 @@ static int gemm16_batched(GpuModel *g, int m, int n, int k, const void *const *A
 static int dequant(GpuModel *g, const DT &d, long r0, long nr, __half *out, long ld, char *err, size_t errlen, long seg = 0, long ostride = 0) {
     const long per_row = (d.ncols + 7) / 8, total = per_row * nr;
     if (total <= 0) return 0;
-    if (!g->dq_generic && dequant_flat(d.p + (size_t)r0 * d.rb, d.type, d.ncols, nr, out, ld, g->st, seg * d.ncols, ostride)) { CKL(); return 0; }
+    if (!g->dq_generic && dequant_flat(d.p + (size_t)r0 * d.rb, d.type, d.ncols, nr, out, ld, g->dq_st, seg * d.ncols, ostride)) { CKL(); return 0; }
     if (seg) {
         for (long k = 0; k * seg < nr; k++)
             if (dequant(g, d, r0 + k * seg, std::min(seg, nr - k * seg), out + k * ostride, ld, err, errlen)) return -1;
         return 0;
     }
-    k_dequant_f16<<<(unsigned)((total + 255) / 256), 256, 0, g->st>>>(d.p + (size_t)r0 * d.rb, d.type, d.ncols, d.rb, (int)nr, out, ld);
+    k_dequant_f16<<<(unsigned)((total + 255) / 256), 256, 0, g->dq_st>>>(d.p + (size_t)r0 * d.rb, d.type, d.ncols, d.rb, (int)nr, out, ld);
     CKL();
     return 0;
 }
@@ -2039,6 +2061,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
     CK(cudaMemcpyAsync(g->d_pos, &pos, sizeof(int), cudaMemcpyHostToDevice, st));
     CK(cudaStreamSynchronize(st));
     long active = 0;   /* experts with tokens, summed over layers (QWEN3MOE_PREFILL_PROF) */
+    g->dq_st = st;   /* (an error return may have left it on st2) */
     int rc = 0;
     k_embed<<<dim3(cdiv(E, 8 * 256), n), 256, 0, st>>>(g->emb.p, g->emb.type, E, g->emb.rb, g->ptok, g->px, nullptr);
     CKL();
@@ -2160,21 +2183,32 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         const size_t FE = (size_t)F * E;
         /* weight scratch: per expert slot gate rows then up rows ([2F][E], one GEMM of m = 2F
          * whose output rows are exactly gu's gate | up halves), then the down weights */
-        __half *sgu = g->wscr, *sd = g->wscr + (size_t)2 * g->EG * FE;
+        auto half_of = [&](int gi) { return g->wscr + (size_t)(gi & 1) * 3 * g->EG * FE; };
         if (batched) {   /* pointer arrays of the whole layer, indexed by the expert's rank */
             const void **hp = g->h_gptr;
             for (int e = 0; e < NE; e++) {
                 if (!cnt[e]) continue;
                 const int r = rank[e];
                 const size_t w = (size_t)(e % g->EG) * FE, pb = pbase[e];
+                __half *sgu = half_of(e / g->EG), *sd = sgu + (size_t)2 * g->EG * FE;
                 hp[0 * NE + r] = sgu + 2 * w; hp[1 * NE + r] = g->gx16 + pb * E; hp[2 * NE + r] = g->gu + pb * 2 * F;
                 hp[6 * NE + r] = sd + w;      hp[7 * NE + r] = g->h16 + pb * F;  hp[8 * NE + r] = g->dout + pb * E;
             }
             CK(cudaMemcpyAsync(g->d_gptr, g->h_gptr, sizeof(void *) * 9 * NE, cudaMemcpyHostToDevice, st));
         }
+        /* st2 starts after everything st has queued (attention scores and the o-projection's
+         * weights live in the same scratch) */
+        CK(cudaEventRecord(g->ev_start, st));
+        CK(cudaStreamWaitEvent(g->st2, g->ev_start, 0));
+        bool used[2] = {false, false};
         for (int e0 = 0; e0 < NE; e0 += g->EG) {
-            const int e1 = std::min(NE, e0 + g->EG);
+            const int e1 = std::min(NE, e0 + g->EG), hb = (e0 / g->EG) & 1;
             if (off[e1] == off[e0]) continue;
+            __half *sgu = half_of(e0 / g->EG), *sd = sgu + (size_t)2 * g->EG * FE;
+            /* this half is free once the GEMMs of the group before last are done */
+            if (used[hb]) CK(cudaStreamWaitEvent(g->st2, g->ev_gemm[hb], 0));
+            used[hb] = true;
+            g->dq_st = g->st2;
             /* dequantize only the runs of experts that have tokens */
             prof_mark(g, PR_DEQ_EXP, true);
             for (int e = e0; e < e1; e++) {
@@ -2188,6 +2222,9 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                     return -1;
                 e = e2;
             }
+            g->dq_st = st;
+            CK(cudaEventRecord(g->ev_deq[hb], g->st2));
+            CK(cudaStreamWaitEvent(st, g->ev_deq[hb], 0));
             prof_mark(g, PR_DEQ_EXP, false);
             prof_mark(g, PR_GEMM_EXP, true);
             if (batched) {
@@ -2208,6 +2245,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                         return -1;
                 }
                 if (g->prof) g->prof_calls += 2 * (b1 - b0);
+                CK(cudaEventRecord(g->ev_gemm[hb], st));
                 prof_mark(g, PR_GEMM_EXP, false);
                 continue;
             }
@@ -2227,6 +2265,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                            errlen))
                     return -1;
             }
+            CK(cudaEventRecord(g->ev_gemm[hb], st));
             prof_mark(g, PR_GEMM_EXP, false);
         }
         k_moe_combine<<<n, 256, 0, st>>>(g->dout, E, g->slot_of, g->pselw, K, g->px);
