@@ -78,6 +78,16 @@ if "$GEN" -q -o "$m" --preset tiny --type q4_k --seed 11 > /dev/null 2>&1; then
     rm -f "$m"
 fi
 
+# 3c. a KV cache that cannot fit: refused before any upload, naming what it needs and -c
+m=$LOG/vram.gguf
+if "$GEN" -q -o "$m" --preset tiny --layers 8 --heads 8 --heads-kv 8 --type q4_0 --seed 2 > /dev/null 2>&1; then
+    "$Q" -m "$m" --gpu -c 8000000 -p hi -n 1 > /dev/null 2> "$LOG/vram.log"; rc=$?
+    if [ "$rc" -eq 4 ] && grep -q 'GiB free; try a smaller -c' "$LOG/vram.log" && ! grep -q 'loading to GPU' "$LOG/vram.log"; then
+        ok "a KV cache larger than free VRAM is refused up front: $(grep -o 'the model needs.*' "$LOG/vram.log" | head -1)"
+    else nok "oversized -c on the GPU (exit $rc)"; tail -3 "$LOG/vram.log"; fi
+    rm -f "$m"
+fi
+
 # 4. compute-sanitizer on one parity run
 if command -v compute-sanitizer >/dev/null; then
     m=$LOG/san.gguf
