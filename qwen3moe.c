@@ -1135,11 +1135,13 @@ static float rowdot_q5_K(const uint8_t *restrict b, const float *restrict x, int
  * nibble of ql[l + 32(t&1)] and bits 2t..2t+1 of qh[l], minus 32; 16 groups of
  * 16 with scale d·sc[g]. Three passes: the 6-bit values as int8 (byte-wide
  * work), widened to f32 in one 256-long loop, then the products two groups at a
- * time (two sets of partial sums). weight (d·sc)·(q-32) */
+ * time (two sets of partial sums). The group scales are computed beforehand as
+ * in gguf.h: an int8 load inside the product loop would narrow its vectors too.
+ * weight (d·sc)·(q-32) */
 static float rowdot_q6_K(const uint8_t *restrict b, const float *restrict x, int64_t nb) {
     float acc[32] = {0};
     int8_t q[256];
-    float w[256];
+    float w[256], ds[16];
     for (int64_t i = 0; i < nb; i++, b += 210, x += 256) {
         const uint8_t *ql = b, *qh = b + 128;
         const int8_t *sc = (const int8_t *)(b + 192);
@@ -1154,8 +1156,9 @@ static float rowdot_q6_K(const uint8_t *restrict b, const float *restrict x, int
             }
         }
         for (int j = 0; j < 256; j++) w[j] = (float)q[j];
+        for (int g = 0; g < 16; g++) ds[g] = d * (float)sc[g];
         for (int g = 0; g < 16; g += 2) {
-            const float s0 = d * (float)sc[g], s1 = d * (float)sc[g + 1];
+            const float s0 = ds[g], s1 = ds[g + 1];
             for (int l = 0; l < 16; l++) {
                 acc[l]      += (s0 * w[16 * g + l]) * x[16 * g + l];
                 acc[l + 16] += (s1 * w[16 * g + 16 + l]) * x[16 * g + 16 + l];
