@@ -84,6 +84,16 @@ __device__ __forceinline__ void pdl_enter() {
 #endif
 }
 
+/* Asks L2 for bytes [p, p + n) one 128-byte line per thread and step (n small: a block's
+ * rows). Used before pdl_enter on data no earlier kernel of the step writes (weights; the
+ * KV rows of earlier positions), so that the DRAM round trip of a latency-bound kernel
+ * overlaps the previous kernel instead of following it. */
+__device__ __forceinline__ void l2_prefetch(const void *p, size_t n, int t, int nt) {
+    const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)127);
+    const char *end = (const char *)p + n;
+    for (c += (size_t)t * 128; c < end; c += (size_t)nt * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(c));
+}
+
 static inline int cdiv(long a, long b) { return (int)((a + b - 1) / b); }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -762,6 +772,7 @@ struct MVArgs {
     const int8_t *xq;
     const float *xd;
     unsigned long long *amax;
+    int pf;   /* prefetch the block's weight rows into L2 before waiting on the previous kernel */
 };
 
 /* y (+)= W x for up to 3 weights in one launch (q, k, v). Reads every weight byte
@@ -916,13 +927,22 @@ template <int DPL>
 __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int stride, int nh, int nkv, int D, const __half *__restrict__ kc,
                                               const __half *__restrict__ vc, int kvdim, const int *__restrict__ pos_dev, int ch, int nch,
                                               float scale, float *__restrict__ part) {
-    pdl_enter();
     extern __shared__ float sm[];
     const int G = nh / nkv, nhg = (G + ATT_HB - 1) / ATT_HB;
     const int kvh = blockIdx.x / nhg, hg = blockIdx.x % nhg, c = blockIdx.y, i = blockIdx.z;
+    /* pos_dev is set before the step's first kernel; the rows of positions before the
+     * first query are from earlier steps: prefetched into L2 while k_qk_rope runs */
     const int pos = pos_dev[0] + i;
     ch = att_chunk(ch, pos_dev[0]);
     const int t0 = c * ch;
+    if (t0 < pos_dev[0]) {
+        const int tp = min(t0 + ch, pos_dev[0]);
+        for (int t = t0 + threadIdx.x / 4; t < tp; t += blockDim.x / 4) {
+            const __half *r = (threadIdx.x & 2 ? vc : kc) + (size_t)t * kvdim + kvh * D;
+            l2_prefetch(r, (size_t)D * sizeof(__half), threadIdx.x & 1, 2);
+        }
+    }
+    pdl_enter();
     if (t0 > pos) return;
     const int t1 = min(t0 + ch, pos + 1);
     const int h0 = kvh * G + hg * ATT_HB, nhb = min(ATT_HB, G - hg * ATT_HB);
@@ -1170,11 +1190,15 @@ __global__ void __launch_bounds__(NTHR) k_down(const uint8_t *__restrict__ wd, i
 #define MV2_WARPS 4
 #define MV2_R 2
 __global__ void __launch_bounds__(MV2_WARPS * WARP) k_mmv2(const MVArgs a, int cap, int xn) {
-    pdl_enter();
     extern __shared__ __align__(16) uint8_t sbuf[];
     int si = 0;
     while (si + 1 < a.nseg && (int)blockIdx.x >= a.s[si + 1].blk0) si++;
     const MVSeg &s = a.s[si];
+    if (a.pf) {   /* the block's rows, while the previous kernel (rmsnorm, combine) still runs */
+        const int br0 = ((int)blockIdx.x - s.blk0) * MV2_WARPS * MV2_R;
+        if (br0 < s.nrows) l2_prefetch(s.w + (size_t)br0 * s.rb, (size_t)min(MV2_WARPS * MV2_R, s.nrows - br0) * s.rb, threadIdx.x, blockDim.x);
+    }
+    pdl_enter();
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int xpad = xq_pad(xn);
     int8_t *xs = (int8_t *)sbuf;
@@ -1841,6 +1865,10 @@ static int launch_mmv(GpuModel *g, const DT *const *w, float *const *y, const in
     a.xq = g->use_q8 ? xq : nullptr;
     a.xd = xd;
     a.amax = amax;
+    /* weights that fit L2 many times over; not the output head (too big to gain) */
+    size_t wbytes = 0;
+    for (int i = 0; i < nseg; i++) wbytes += (size_t)a.s[i].nrows * a.s[i].rb;
+    a.pf = g->pdl_now && wbytes <= ((size_t)16 << 20);
     if (g->old_mmv) {
         CK(launch_k(g, k_mmv<2>, blocks, NTHR, 0, a));
         return 0;
