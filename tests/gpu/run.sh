@@ -78,6 +78,21 @@ if "$GEN" -q -o "$m" --preset tiny --type q4_k --seed 11 > /dev/null 2>&1; then
     rm -f "$m"
 fi
 
+# 3b'. --parity takes its tokens from every input mode: -f, stdin, --prompt-ids (and -p above)
+m=$LOG/modes.gguf
+if "$GEN" -q -o "$m" --preset tiny --type q8_0 --seed 4 > /dev/null 2>&1; then
+    printf '%s' "$PROMPT" > "$LOG/prompt.txt"
+    "$Q" -m "$m" --parity -f "$LOG/prompt.txt" -n 4 --json > "$LOG/pm-f.json" 2> "$LOG/pm-f.log"; r1=$?
+    printf '%s' "$PROMPT" | "$Q" -m "$m" --parity -n 4 --json > "$LOG/pm-s.json" 2> "$LOG/pm-s.log"; r2=$?
+    "$Q" -m "$m" --parity --prompt-ids 1,2,3,4,5,6,7,8,9,10 -n 4 --json > "$LOG/pm-i.json" 2> "$LOG/pm-i.log"; r3=$?
+    # -f and stdin give the same templated prompt, so the same positions; --prompt-ids 10 + 3
+    pf=$(grep -o '"positions":[0-9][0-9]*' "$LOG/pm-f.json"); ps=$(grep -o '"positions":[0-9][0-9]*' "$LOG/pm-s.json")
+    if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ $r3 -eq 0 ] && [ -n "$pf" ] && [ "$pf" = "$ps" ] && grep -q '"positions":13' "$LOG/pm-i.json"; then
+        ok "--parity with -f, stdin and --prompt-ids: each passes ($pf, same for stdin; --prompt-ids 13)"
+    else nok "--parity input modes: exit $r1/$r2/$r3, -f $pf, stdin $ps"; tail -2 "$LOG/pm-f.log" "$LOG/pm-s.log" "$LOG/pm-i.log"; fi
+    rm -f "$m"
+fi
+
 # 3c. a KV cache that cannot fit: refused before any upload, naming what it needs and -c
 m=$LOG/vram.gguf
 if "$GEN" -q -o "$m" --preset tiny --layers 8 --heads 8 --heads-kv 8 --type q4_0 --seed 2 > /dev/null 2>&1; then
