@@ -1283,11 +1283,16 @@ template <int RD, int MV>
 __global__ void __launch_bounds__(NTHR) k_down2(const uint8_t *__restrict__ wd, int td, size_t rbd, int F, int E, const int *__restrict__ sel,
                                                 const float *__restrict__ selw, int K, const float *__restrict__ hf, const int8_t *__restrict__ hq,
                                                 const float *__restrict__ hd, int Fpad, float *__restrict__ x, int cap) {
-    pdl_enter();
     extern __shared__ __align__(16) uint8_t sbuf[];
     __shared__ float part[NTHR / WARP][RD];
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int r0 = blockIdx.x * RD, nvalid = min(RD, E - r0);
+    /* Under PDL this block starts once every k_gateup2 block has passed its own wait, i.e.
+     * after k_topk completed: sel is final in L2 (read past L1 with ld.cg). Each warp asks L2
+     * for its experts' rows while gate+up still run. A hint: it cannot change the result. */
+    for (int k = warp; k < K; k += NTHR / WARP)
+        l2_prefetch(wd + ((size_t)__ldcg(sel + k) * E + r0) * rbd, (size_t)nvalid * rbd, lane, WARP);
+    pdl_enter();
     const int xpad = xq_pad(F);
     uint8_t *mine = sbuf + (size_t)warp * (xpad + xpad / 8 + RD * cap);
     int8_t *xs = (int8_t *)mine;
