@@ -1679,13 +1679,9 @@ static int *parse_id_list(const char *s, int n_vocab) {
 static int *build_prompt(const Options *o, const Tokenizer *t, const char *text, size_t n, int with_system) {
     if (o->raw) return tokenize(t, text, n, o->parse_special);
     int *ids = NULL;
-    char *msg = xmalloc(n + 1);
-    memcpy(msg, text, n);
-    msg[n] = 0;
     if (with_system && o->system) chat_append(t, &ids, "system", o->system, strlen(o->system), o->parse_special);
-    chat_append(t, &ids, "user", msg, n, o->parse_special);
+    chat_append(t, &ids, "user", text, n, o->parse_special);
     chat_open_assistant(t, &ids, o->think);
-    free(msg);
     return ids;
 }
 

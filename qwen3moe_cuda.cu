@@ -348,16 +348,20 @@ template <> struct QT<GGML_TYPE_Q4_1> {
 __device__ __forceinline__ uint32_t spread4(uint32_t h) {   /* 4 bits -> bit 4 of each byte */
     return ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25);
 }
+/* Q5_0/Q5_1: lane part j of a block's 5-bit quants (nibbles at qs, 5th bits at qh) dotted with
+ * the int8 activations x0 (elements 4j..4j+3) and x1 (16+4j..16+4j+3) */
+__device__ __forceinline__ int q5_sumi(const uint8_t *qs, const uint8_t *qhp, int j, int x0, int x1) {
+    const uint32_t q = ld2x16(qs + 4 * j), qh = ld2x16(qhp);
+    const uint32_t lo = (q & 0x0F0F0F0Fu) | spread4((qh >> (4 * j)) & 15u);
+    const uint32_t hi = ((q >> 4) & 0x0F0F0F0Fu) | spread4((qh >> (4 * j + 16)) & 15u);
+    return __dp4a((int)lo, x0, __dp4a((int)hi, x1, 0));
+}
 template <> struct QT<GGML_TYPE_Q5_0> {
     enum { BS = 22, BLK = 32 };
     QT_32(Q5_0)
     static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
         const uint8_t *b = row + (it * 8 + lane / 4) * 22;
-        const int j = lane % 4;
-        const uint32_t q = ld2x16(b + 6 + 4 * j), qh = ld2x16(b + 2);
-        const uint32_t lo = (q & 0x0F0F0F0Fu) | spread4((qh >> (4 * j)) & 15u);
-        const uint32_t hi = ((q >> 4) & 0x0F0F0F0Fu) | spread4((qh >> (4 * j + 16)) & 15u);
-        const int sumi = __dp4a((int)lo, x0, __dp4a((int)hi, x1, 0));
+        const int sumi = q5_sumi(b + 6, b + 2, lane % 4, x0, x1);
         return ldh(b) * d0 * (float)(sumi - 16 * (s0 + s1));
     }
 };
@@ -366,11 +370,7 @@ template <> struct QT<GGML_TYPE_Q5_1> {
     QT_32(Q5_1)
     static __device__ __forceinline__ float dot(const uint8_t *row, int it, int lane, int x0, int x1, int s0, int s1, float d0, float d1) {
         const uint8_t *b = row + (it * 8 + lane / 4) * 24;
-        const int j = lane % 4;
-        const uint32_t q = ld2x16(b + 8 + 4 * j), qh = ld2x16(b + 4);
-        const uint32_t lo = (q & 0x0F0F0F0Fu) | spread4((qh >> (4 * j)) & 15u);
-        const uint32_t hi = ((q >> 4) & 0x0F0F0F0Fu) | spread4((qh >> (4 * j + 16)) & 15u);
-        const int sumi = __dp4a((int)lo, x0, __dp4a((int)hi, x1, 0));
+        const int sumi = q5_sumi(b + 8, b + 4, lane % 4, x0, x1);
         return ldh(b) * d0 * (float)sumi + ldh(b + 2) * d0 * (float)(s0 + s1);
     }
 };
