@@ -3,9 +3,10 @@
  *   void randquant_fill(uint32_t type, void *dst, int64_t n_elems, uint64_t *rng, float target_std);
  *
  * Writes n_elems (a multiple of the type's block size) worth of blocks at dst:
- * quant bits are uniformly random; the f16 scale fields (d, dmin, m) are finite,
- * positive and chosen so the dequantized values have about target_std spread and
- * roughly zero mean (K-quant mins are set to cancel the mean of d*sc*q). Each
+ * quant bits are uniformly random; the f16 scale fields (d, dmin, m) are finite
+ * and chosen so the dequantized values have about target_std spread and zero mean
+ * (K-quant mins are set to cancel the mean of d*sc*q; types without a min get a
+ * random sign on d). Each
  * block's scale is jittered by a factor in [0.5, 1.5) so blocks differ.
  * F32/F16/BF16 get approximately normal values (sum of 4 uniforms) of that std.
  * Unsupported types get random bytes.
@@ -98,7 +99,15 @@ static inline void randquant_fill(uint32_t type, void *dst, int64_t n_elems, uin
     const float base = t / unit;
     for (int64_t i = 0; i < nb; i++) {
         uint8_t *b = p + (size_t)i * ts;
-        const float d = base * (0.5f + randquant_unit(rng));
+        /* one draw: 24 bits for the jitter, bit 0 for the sign. Types without a min get
+         * d of either sign, as llama.cpp's quantizers give them: a positive d on every
+         * block would shift each weight by d * mean(q), which is not zero for these
+         * integer fields (Q4_0: q-8 has mean -0.5, IQ4 tables -5.9), so every matrix
+         * would add a common direction to its output and the router would see nearly
+         * the same input for every token. */
+        const uint64_t r = randquant_next(rng);
+        float d = base * (0.5f + (float)(r >> 40) * (1.0f / 16777216.0f));
+        if (minf == 0 && (r & 1)) d = -d;
         switch (type) {
         case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0: case GGML_TYPE_IQ4_NL:
         case GGML_TYPE_IQ4_XS:

@@ -92,7 +92,9 @@ static void check_randquant(void) {
             for (int64_t i = 0; i < n; i++) { if (!isfinite(y[i])) finite = 0; sum += y[i]; sum2 += (double)y[i] * y[i]; }
             const double mean = sum / n, sd = sqrt(sum2 / n - mean * mean);
             const double ratio = sd / tgt[s];
-            CHECK(finite && ratio > 0.8 && ratio < 1.25 && fabs(mean) < 0.25 * tgt[s],
+            /* mean within 6% of the std (K-quant min jitter gives ~2% by chance; an
+             * uncentred field such as Q4_0 with d > 0 everywhere gives ~10%) */
+            CHECK(finite && ratio > 0.8 && ratio < 1.25 && fabs(mean) < 0.06 * tgt[s],
                   "randquant %s std %g: got std %.4g (x%.3f), mean %.3g, %s", nm, tgt[s], sd, ratio, mean,
                   finite ? "all finite" : "NON-FINITE values");
         }

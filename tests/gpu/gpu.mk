@@ -17,7 +17,7 @@ $(GPU_BUILD):
 $(GPU_BUILD)/qwen3moe: qwen3moe.c qwen3moe.h gguf.h $(BUILD)/qwen3moe_cuda.o | $(GPU_BUILD)
 	$(CC) $(GPU_CFLAGS) -o $@ qwen3moe.c $(BUILD)/qwen3moe_cuda.o $(GPU_STATIC) -lm -lpthread $(GPU_CUDALIBS)
 
-$(GPU_BUILD)/gen_model: tests/gen_model.c gguf.h | $(GPU_BUILD)
+$(GPU_BUILD)/gen_model: tests/gen_model.c tests/randquant.h gguf.h | $(GPU_BUILD)
 	$(CC) $(GPU_CFLAGS) -I. -o $@ tests/gen_model.c -lm -lpthread
 
 $(GPU_BUILD)/test_kernels: tests/gpu/test_kernels.cu qwen3moe_cuda.cu qwen3moe.h gguf.h tests/randquant.h | $(GPU_BUILD)
