@@ -965,10 +965,10 @@ typedef struct {
     float *logits;     /* [n_vocab] */
     int *sel;          /* chosen experts of the current layer [n_expert_used] */
     float *sel_w;
-    /* optional record for --parity: experts per layer, and the gap between the
-     * k-th and (k+1)-th router probability (how close the choice was) */
+    /* record for --parity: the experts of every layer and the router's
+     * probabilities over all experts (how close each choice was) */
     int *rec_experts;  /* [n_layer][n_expert_used] */
-    float *rec_margin; /* [n_layer] */
+    float *rec_probs;  /* [n_layer][n_expert] */
 } RunState;
 
 typedef struct {
@@ -1004,7 +1004,7 @@ static void cpu_model_init(CpuModel *cm, const Weights *w, int n_ctx, int n_thre
     s->sel = xcalloc(c->n_expert_used, sizeof(int));
     s->sel_w = xcalloc(c->n_expert_used, sizeof(float));
     s->rec_experts = xcalloc((size_t)c->n_layer * c->n_expert_used, sizeof(int));
-    s->rec_margin = xcalloc(c->n_layer, sizeof(float));
+    s->rec_probs = xcalloc((size_t)c->n_layer * c->n_expert, sizeof(float));
     int widest = c->n_embd > qdim ? c->n_embd : qdim;
     if (c->n_ff_max > widest) widest = c->n_ff_max;
     cm->pool = pool_create(n_threads, (size_t)widest);
@@ -1015,7 +1015,7 @@ static void cpu_model_free(CpuModel *cm) {
     free(cm->kv.k); free(cm->kv.v);
     free(s->x); free(s->xb); free(s->xb2); free(s->q); free(s->k); free(s->v); free(s->att);
     free(s->router); free(s->gate); free(s->up); free(s->down); free(s->logits); free(s->sel); free(s->sel_w);
-    free(s->rec_experts); free(s->rec_margin);
+    free(s->rec_experts); free(s->rec_probs);
     pool_free(cm->pool);
 }
 
@@ -1287,9 +1287,9 @@ static void attention_task(void *ctx, int ith, int nth) {
     }
 }
 
-/* Router: softmax over all experts, the k most probable, renormalized to sum 1.
- * Ties go to the lower expert id. Records the k-th/(k+1)-th probability gap. */
-static float route(float *probs, int n_expert, int k, int *sel, float *sel_w) {
+/* Router: softmax over all experts (in place), the k most probable, renormalized
+ * to sum 1. Ties go to the lower expert id. */
+static void route(float *probs, int n_expert, int k, int *sel, float *sel_w) {
     softmax(probs, n_expert);
     float sum = 0;
     for (int j = 0; j < k; j++) {
@@ -1303,14 +1303,7 @@ static float route(float *probs, int n_expert, int k, int *sel, float *sel_w) {
         sel_w[j] = probs[best];
         sum += probs[best];
     }
-    float next = 0;
-    for (int e = 0; e < n_expert; e++) {
-        int taken = 0;
-        for (int i = 0; i < k; i++) if (sel[i] == e) { taken = 1; break; }
-        if (!taken && probs[e] > next) next = probs[e];
-    }
     for (int j = 0; j < k; j++) sel_w[j] /= sum;
-    return k < n_expert ? sel_w[k - 1] * sum - next : 1.0f;
 }
 
 /* One token through the model, exactly as DESIGN.md defines it. Leaves the
@@ -1357,7 +1350,8 @@ static void cpu_forward(CpuModel *cm, int token, int pos, int want_logits) {
         /* mixture of experts */
         rmsnorm(s->xb, s->x, small_weight(&L->ffn_norm, normw), E, c->rms_eps);
         matvec(pool, &L->ffn_gate_inp, s->xb, s->router);
-        s->rec_margin[il] = route(s->router, c->n_expert, K, s->sel, s->sel_w);
+        route(s->router, c->n_expert, K, s->sel, s->sel_w);
+        memcpy(s->rec_probs + (size_t)il * c->n_expert, s->router, c->n_expert * sizeof(float));
         memcpy(s->rec_experts + (size_t)il * K, s->sel, K * sizeof(int));
         const int F = L->n_ff;
         Matvec gu[2 * 64], dn[64];
@@ -1449,10 +1443,10 @@ static void engine_eval(Engine *e, const int *toks, int n, int want_logits, FILE
         if (dump) {
             e->dump_buf = realloc(e->dump_buf, (size_t)n * V * sizeof(float));
             if (!e->dump_buf) die(EXIT_RUNTIME, "out of memory for %d rows of logits", n);
-            rc = gpu_eval(e->gpu, toks, n, e->pos, e->dump_buf, 1, NULL, err, sizeof err);
+            rc = gpu_eval(e->gpu, toks, n, e->pos, e->dump_buf, 1, NULL, NULL, err, sizeof err);
             if (rc == 0) { write_rows(dump, e->dump_buf, (size_t)n * V); memcpy(e->logits, e->dump_buf + (size_t)(n - 1) * V, V * sizeof(float)); }
         } else {
-            rc = gpu_eval(e->gpu, toks, n, e->pos, want_logits ? e->logits : NULL, 0, NULL, err, sizeof err);
+            rc = gpu_eval(e->gpu, toks, n, e->pos, want_logits ? e->logits : NULL, 0, NULL, NULL, err, sizeof err);
         }
         if (rc != 0) die(EXIT_RUNTIME, "GPU: %s", err);
     } else {
@@ -1618,7 +1612,7 @@ typedef struct {
     int interactive, raw, think, parse_special;
     int cpu, gpu, parity, bench, json, tokenize_only, batch_lines;
     /* --parity thresholds */
-    double par_mean_cos, par_min_cos, par_top1, par_experts, par_tie_logit, par_tie_router;
+    double par_mean_cos, par_min_cos, par_top1, par_experts, par_tie_logit, par_tie_router, par_router_err;
     int par_free_routing;
     /* --bench */
     int bench_prompt, bench_gen, bench_depth, bench_reps;
@@ -1826,9 +1820,39 @@ static int same_set(const int *a, const int *b, int k) {
     return 1;
 }
 
+static int in_set(const int *set, int k, int e) {
+    for (int i = 0; i < k; i++) if (set[i] == e) return 1;
+    return 0;
+}
+
+/* The GPU router's largest probability error on its own choice gi (probabilities gp),
+ * against the CPU's probabilities over all experts cp. */
+static double router_err(const float *cp, int ne, const int *gi, const float *gp, int k) {
+    double err = 0;
+    for (int i = 0; i < k; i++) {
+        const double d = gi[i] >= 0 && gi[i] < ne ? fabs((double)gp[i] - cp[gi[i]]) : 1.0;
+        if (d > err || d != d) err = d;
+    }
+    return err;
+}
+
+/* How far apart, in the CPU's probabilities, the experts of a swap lie: the CPU's
+ * weakest expert that the GPU left out minus the CPU's strongest that it took instead. */
+static double router_gap(const float *cp, int ne, const int *ci, const int *gi, int k) {
+    double lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < k; i++) {
+        if (!in_set(gi, k, ci[i]) && cp[ci[i]] < lo) lo = cp[ci[i]];
+        if (!in_set(ci, k, gi[i])) {
+            const double v = gi[i] >= 0 && gi[i] < ne ? cp[gi[i]] : -INFINITY;   /* an id out of range is no tie */
+            if (v > hi) hi = v;
+        }
+    }
+    return lo - hi;
+}
+
 static int run_parity(const Options *o, const Model *m, const Tokenizer *t, const int *prompt, int n_prompt) {
     const Config *c = &m->w.cfg;
-    const int V = c->n_vocab, NL = c->n_layer, K = c->n_expert_used;
+    const int V = c->n_vocab, NL = c->n_layer, K = c->n_expert_used, NE = c->n_expert;
     int n_gen = o->n_predict_set ? o->n_predict : 16;
     if (n_gen < 0) n_gen = 16;
     if (n_prompt <= 0) die(EXIT_USAGE, "--parity: the prompt is empty");
@@ -1841,7 +1865,7 @@ static int run_parity(const Options *o, const Model *m, const Tokenizer *t, cons
     memcpy(seq, prompt, n_prompt * sizeof(int));
     float *cl = xmalloc((size_t)P * V * sizeof(float));
     int *ce = xmalloc((size_t)P * NL * K * sizeof(int));
-    float *cmargin = xmalloc((size_t)P * NL * sizeof(float));
+    float *cprob = xmalloc((size_t)P * NL * NE * sizeof(float));
     CpuModel cm;
     cpu_model_init(&cm, &m->w, o->n_ctx, o->n_threads);
     fprintf(stderr, "parity: CPU reference over %d positions (%d prompt + %d generated)...\n", P, n_prompt, n_gen > 0 ? n_gen - 1 : 0);
@@ -1849,7 +1873,7 @@ static int run_parity(const Options *o, const Model *m, const Tokenizer *t, cons
         cpu_forward(&cm, seq[p], p, 1);
         memcpy(cl + (size_t)p * V, cm.s.logits, V * sizeof(float));
         memcpy(ce + (size_t)p * NL * K, cm.s.rec_experts, (size_t)NL * K * sizeof(int));
-        memcpy(cmargin + (size_t)p * NL, cm.s.rec_margin, NL * sizeof(float));
+        memcpy(cprob + (size_t)p * NL * NE, cm.s.rec_probs, (size_t)NL * NE * sizeof(float));
         if (p >= n_prompt - 1 && p + 1 < n_prompt + n_gen) {
             if (p + 1 >= n_prompt) seq[p + 1] = argmax(cm.s.logits, V);
         }
@@ -1864,16 +1888,17 @@ static int run_parity(const Options *o, const Model *m, const Tokenizer *t, cons
     gpu_info(g, &info);
     float *gl = xmalloc((size_t)P * V * sizeof(float));
     int *ge = xmalloc((size_t)P * NL * K * sizeof(int));
+    float *gp = xmalloc((size_t)P * NL * K * sizeof(float));
     /* Unless --parity-free-routing, the GPU computes with the CPU's expert sets
      * (its own router's choice is still what gets compared): one flip at a
      * near-tie would otherwise change that position's hidden state, and through
      * the KV cache every later one, so no later number would measure the kernels. */
     const int forced = !o->par_free_routing;
     if (forced && gpu_force_experts(g, ce, n_prompt, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
-    if (gpu_eval(g, seq, n_prompt, 0, gl, 1, ge, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
+    if (gpu_eval(g, seq, n_prompt, 0, gl, 1, ge, gp, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
     for (int p = n_prompt; p < P; p++) {
         if (forced && gpu_force_experts(g, ce + (size_t)p * NL * K, 1, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
-        if (gpu_eval(g, seq + p, 1, p, gl + (size_t)p * V, 1, ge + (size_t)p * NL * K, err, sizeof err) != 0)
+        if (gpu_eval(g, seq + p, 1, p, gl + (size_t)p * V, 1, ge + (size_t)p * NL * K, gp + (size_t)p * NL * K, err, sizeof err) != 0)
             die(EXIT_RUNTIME, "GPU: %s", err);
     }
     gpu_free(g);
@@ -1881,7 +1906,7 @@ static int run_parity(const Options *o, const Model *m, const Tokenizer *t, cons
     /* compare */
     double sum_cos = 0, min_cos = 1;
     int top1_agree = 0, top1_ties = 0, exp_agree = 0, exp_ties = 0, exp_total = P * NL;
-    double worst_abs = 0;
+    double worst_abs = 0, worst_rerr = 0;
     FILE *J = o->json ? stdout : NULL;
     if (J) fprintf(J, "{\"card\":\"%s\",\"positions\":[", info.name);
     fprintf(stderr, "\n%5s %8s %12s %10s %8s %8s %8s\n", "pos", "token", "cosine", "max|d|", "top1cpu", "top1gpu", "experts");
@@ -1902,24 +1927,40 @@ static int run_parity(const Options *o, const Model *m, const Tokenizer *t, cons
         int tie = ta != tb && (gap < o->par_tie_logit || gap < mx);
         if (ta == tb) top1_agree++;
         else if (tie) top1_ties++;
+        /* an expert-set flip is a near-tie when the CPU's probability gap between the
+         * swapped experts is below --parity-tie-router or below twice the GPU router's
+         * measured probability error there (each of the two can move by about that
+         * much); that error has its own threshold, so a broken router cannot pass as
+         * a string of near ties */
         int agree_layers = 0;
+        char why[256] = "";
+        size_t wl = 0;
         for (int l = 0; l < NL; l++) {
-            int same = same_set(ce + ((size_t)p * NL + l) * K, ge + ((size_t)p * NL + l) * K, K);
-            if (same) agree_layers++;
-            else if (cmargin[(size_t)p * NL + l] < o->par_tie_router) exp_ties++;
+            const size_t pl = (size_t)p * NL + l;
+            const float *cp = cprob + pl * NE;
+            const int *ci = ce + pl * K, *gi = ge + pl * K;
+            const double rerr = router_err(cp, NE, gi, gp + pl * K, K);
+            if (rerr > worst_rerr || rerr != rerr) worst_rerr = rerr;
+            if (same_set(ci, gi, K)) { agree_layers++; continue; }
+            const double rgap = router_gap(cp, NE, ci, gi, K);
+            const int rtie = rgap < o->par_tie_router || rgap < 2 * rerr;
+            if (rtie) exp_ties++;
+            if (wl < sizeof why - 64)
+                wl += snprintf(why + wl, sizeof why - wl, "  L%d %s (CPU gap %.3g, router err %.3g)", l, rtie ? "experts near-tie" : "EXPERTS DIFFER", rgap, rerr);
         }
         exp_agree += agree_layers;
         if (P <= 64 || p < 8 || p >= P - 8 || ta != tb || agree_layers != NL) {
             fprintf(stderr, "%5d %8d %12.7f %10.3g %8d %8d %5d/%d", p, seq[p], cs, mx, ta, tb, agree_layers, NL);
             if (ta != tb) fprintf(stderr, "  %s (CPU gap %.3g)", tie ? "top1 near-tie" : "TOP1 DIFFERS", gap);
-            fprintf(stderr, "\n");
+            fprintf(stderr, "%s\n", why);
         }
         if (J) fprintf(J, "%s{\"pos\":%d,\"token\":%d,\"cosine\":%.9f,\"max_abs\":%.6g,\"top1_cpu\":%d,\"top1_gpu\":%d,\"top1_near_tie\":%s,\"expert_layers_agree\":%d}",
                        p ? "," : "", p, seq[p], cs, mx, ta, tb, tie ? "true" : "false", agree_layers);
     }
     /* the thresholds apply to real disagreements; near-tie flips are reported beside them */
     double mean_cos = sum_cos / P, top1 = (double)(top1_agree + top1_ties) / P, exps = (double)(exp_agree + exp_ties) / exp_total;
-    int pass = mean_cos >= o->par_mean_cos && min_cos >= o->par_min_cos && top1 >= o->par_top1 && exps >= o->par_experts;
+    const int rerr_ok = worst_rerr <= o->par_router_err;
+    int pass = mean_cos >= o->par_mean_cos && min_cos >= o->par_min_cos && top1 >= o->par_top1 && exps >= o->par_experts && rerr_ok;
     fprintf(stderr, "\nparity summary (%s, %d positions, %d layers, k=%d, %s)\n", info.name, P, NL, K,
             forced ? "GPU computes with the CPU's expert sets; its router's own choice is compared" : "GPU on its own routing");
     fprintf(stderr, "  mean cosine     %.7f   (threshold >= %g)%s\n", mean_cos, o->par_mean_cos, mean_cos >= o->par_mean_cos ? "" : "  FAIL");
@@ -1927,21 +1968,24 @@ static int run_parity(const Options *o, const Model *m, const Tokenizer *t, cons
     fprintf(stderr, "  max |delta|     %.4g\n", worst_abs);
     fprintf(stderr, "  top-1 agreement %.2f%% not counting %d near-tie flip%s (CPU gap < max(%g, max|d|)); %d/%d identical (threshold >= %g%%)%s\n",
             100 * top1, top1_ties, top1_ties == 1 ? "" : "s", o->par_tie_logit, top1_agree, P, 100 * o->par_top1, top1 >= o->par_top1 ? "" : "  FAIL");
-    fprintf(stderr, "  expert sets     %.2f%% not counting %d near-tie flip%s (gap < %g); %d/%d identical (threshold >= %g%%)%s\n",
+    fprintf(stderr, "  router error    %.4g   (largest |p_gpu - p_cpu| of a chosen expert; threshold <= %g)%s\n", worst_rerr, o->par_router_err,
+            rerr_ok ? "" : "  FAIL");
+    fprintf(stderr, "  expert sets     %.2f%% not counting %d near-tie flip%s (CPU gap < max(%g, 2 x router error)); %d/%d identical (threshold >= %g%%)%s\n",
             100 * exps, exp_ties, exp_ties == 1 ? "" : "s", o->par_tie_router, exp_agree, exp_total, 100 * o->par_experts,
             exps >= o->par_experts ? "" : "  FAIL");
     fprintf(stderr, "  result          %s\n", pass ? "PASS" : "FAIL");
     if (J) {
         fprintf(J, "],\"summary\":{\"positions\":%d,\"expert_forced\":%s,\"mean_cosine\":%.9f,\"min_cosine\":%.9f,\"max_abs\":%.6g,"
                    "\"top1_agreement\":%.6f,\"top1_identical\":%d,\"top1_near_tie_flips\":%d,"
-                   "\"expert_agreement\":%.6f,\"expert_sets_identical\":%d,\"expert_sets_total\":%d,\"expert_near_tie_flips\":%d,\"pass\":%s},"
-                   "\"thresholds\":{\"mean_cosine\":%g,\"min_cosine\":%g,\"top1\":%g,\"experts\":%g}}\n",
+                   "\"expert_agreement\":%.6f,\"expert_sets_identical\":%d,\"expert_sets_total\":%d,\"expert_near_tie_flips\":%d,"
+                   "\"router_error\":%.6g,\"pass\":%s},"
+                   "\"thresholds\":{\"mean_cosine\":%g,\"min_cosine\":%g,\"top1\":%g,\"experts\":%g,\"router_error\":%g}}\n",
                 P, forced ? "true" : "false", mean_cos, min_cos, worst_abs, top1, top1_agree, top1_ties, exps, exp_agree, exp_total, exp_ties,
-                pass ? "true" : "false",
-                o->par_mean_cos, o->par_min_cos, o->par_top1, o->par_experts);
+                worst_rerr, pass ? "true" : "false",
+                o->par_mean_cos, o->par_min_cos, o->par_top1, o->par_experts, o->par_router_err);
         out_flush();
     }
-    free(seq); free(cl); free(ce); free(cmargin); free(gl); free(ge);
+    free(seq); free(cl); free(ce); free(cprob); free(gl); free(ge); free(gp);
     return pass ? EXIT_OK : EXIT_PARITY;
 }
 
@@ -2074,6 +2118,7 @@ static void usage(void) {
         "      --parity            run CPU and GPU teacher-forced on the same tokens and compare\n"
         "        --parity-mean-cos X [0.9999] --parity-min-cos X [0.999] --parity-top1 X [0.99]\n"
         "        --parity-experts X [0.99] --parity-tie-logit X [0.05] --parity-tie-router X [0.001]\n"
+        "        --parity-router-err X [0.03]  largest GPU router probability error allowed\n"
         "        --parity-free-routing  the GPU follows its own router instead of the CPU's expert sets\n"
         "      --bench             prefill/decode throughput: -p N [512] -n N [128] -d/--depth N [0] -r/--repetitions N [5]\n"
         "\n"
@@ -2119,7 +2164,7 @@ static void parse_args(int argc, char **argv, Options *o) {
     o->top_k = 20; o->min_p = 0.0f; o->repeat_penalty = 1.0f; o->repeat_last_n = 64;
     o->think = 1; o->parse_special = 1;
     o->par_mean_cos = 0.9999; o->par_min_cos = 0.999; o->par_top1 = 0.99; o->par_experts = 0.99;
-    o->par_tie_logit = 0.05; o->par_tie_router = 0.001;
+    o->par_tie_logit = 0.05; o->par_tie_router = 0.001; o->par_router_err = 0.03;
     o->bench_prompt = 512; o->bench_gen = 128; o->bench_reps = 5;
     const char *bench_p = NULL;
     for (int i = 1; i < argc; i++) {
@@ -2162,6 +2207,7 @@ static void parse_args(int argc, char **argv, Options *o) {
         else if (IS("--parity-experts")) { NEED(); o->par_experts = parse_f(a, v, 0, 1); }
         else if (IS("--parity-tie-logit")) { NEED(); o->par_tie_logit = parse_f(a, v, 0, 1e9); }
         else if (IS("--parity-tie-router")) { NEED(); o->par_tie_router = parse_f(a, v, 0, 1); }
+        else if (IS("--parity-router-err")) { NEED(); o->par_router_err = parse_f(a, v, 0, 1); }
         else if (IS("--parity-free-routing")) o->par_free_routing = 1;
         else if (IS("-d", "--depth")) { NEED(); o->bench_depth = (int)parse_ll(a, v, 0, INT32_MAX / 4); }
         else if (IS("-r", "--repetitions")) { NEED(); o->bench_reps = (int)parse_ll(a, v, 1, 1000); }
@@ -2281,7 +2327,7 @@ GpuModel *gpu_load(const Weights *w, int n_ctx, int progress, char *err, size_t 
 }
 void gpu_free(GpuModel *g) {}
 int gpu_info(GpuModel *g, GpuInfo *info) { return -1; }
-int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits, int all_logits, int *experts, char *err, size_t errlen) {
+int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits, int all_logits, int *experts, float *expert_p, char *err, size_t errlen) {
     snprintf(err, errlen, "no GPU support in this build");
     return -1;
 }

@@ -80,9 +80,11 @@ int gpu_info(GpuModel *g, GpuInfo *info);
  * logits: NULL, or n_vocab floats for the last position (all_logits=0), or
  * n*n_vocab floats, row per position (all_logits=1).
  * experts: NULL, or n*n_layer*n_expert_used ints: the expert ids each position
- * selected in each layer (order within a layer: descending routing weight). */
+ * selected in each layer (order within a layer: descending routing weight).
+ * expert_p: NULL, or as many floats: the router's probabilities of those ids
+ * (softmax over all experts, before renormalization). */
 int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits,
-             int all_logits, int *experts, char *err, size_t errlen);
+             int all_logits, int *experts, float *expert_p, char *err, size_t errlen);
 /* For the following gpu_eval calls of n tokens each (--parity): use these expert
  * ids (n*n_layer*n_expert_used, the caller keeps them alive) instead of the
  * router's choice, weighted by the router's own probabilities; gpu_eval's

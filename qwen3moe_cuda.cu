@@ -544,7 +544,7 @@ __device__ __forceinline__ void rows_f(int type, const uint8_t *w0, size_t rb, i
     const int lane = threadIdx.x % WARP;
     if ((ncols & 7) == 0) {
         for (int e = lane * 8; e < ncols; e += 256) {
-            const float4 xa = __ldg((const float4 *)(xf + e)), xb = __ldg((const float4 *)(xf + e + 4));
+            const float4 xa = *(const float4 *)(xf + e), xb = *(const float4 *)(xf + e + 4);   /* x may be in shared memory: no __ldg */
             const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
 #pragma unroll
             for (int r = 0; r < R; r++) {
@@ -576,7 +576,7 @@ __device__ __forceinline__ void rows_f(int type, const uint8_t *w0, size_t rb, i
         }
     } else {
         for (int e = lane; e < ncols; e += WARP) {
-            const float xv = __ldg(xf + e);
+            const float xv = xf[e];
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 if (r >= nvalid) continue;
@@ -644,6 +644,9 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+/* wait until at most one committed group of this thread's copies is still in flight */
+__device__ __forceinline__ void cp_async_wait_but_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 __device__ __forceinline__ uint4 ld_stream(const void *p) {
     uint4 r;
     asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
@@ -652,31 +655,51 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
 /* staging capacity per row for a row of rb bytes */
 static inline int stage_cap(size_t rb) { return (int)std::min((size_t)STAGE_CAP_MAX, (rb + 31 + 15) / 16 * 16); }
 
-/* R rows staged at once: rows r < split come from w0 + r*rb, the others from
- * w1 + (r-split)*rb (gate and up of one expert in one pass); nv0/nv1 = valid rows of
- * each part. x (int8 + scales) is read through generic pointers: the kernels below
- * stage it in shared memory first. MV = 16-byte vectors per lane per staged row. */
+/* Issue the 16-byte copies of bytes [cb0, cb1) of R rows into the warp's staging buffer:
+ * rows r < split come from w0 + r*rb, the others from w1 + (r-split)*rb; nv0/nv1 = valid
+ * rows of each part. The copies carry no registers, so a kernel can issue them for
+ * weights (never written) before its grid dependency wait and let them land meanwhile. */
+template <int R>
+__device__ __forceinline__ void rows_issue(const uint8_t *w0, const uint8_t *w1, int split, size_t rb, int nv0, int nv1, size_t cb0, size_t cb1,
+                                           uint8_t *buf, int cap) {
+    const int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const bool ok = r < split ? r < nv0 : r - split < nv1;
+        const uint8_t *gp = (r < split ? w0 + (size_t)r * rb : w1 + (size_t)(r - split) * rb) + cb0;
+        const uint8_t *base = (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15);
+        const int off = (int)(gp - base);
+        const int nv = ok ? (off + (int)(cb1 - cb0) + 15) / 16 : 0;
+        for (int k = lane; k < nv; k += WARP) cp_async16(buf + r * cap + 16 * k, base + 16 * k);
+    }
+}
+/* staged bytes per 256 columns, and how many 256-column steps fit the staging cap at once */
+template <int T> __device__ __forceinline__ int stage_sb() { return QT<T>::BS * (256 / QT<T>::BLK); }
+template <int MV> __device__ __forceinline__ int stage_ipc(int sb, int cap) { return max(1, min(MV * 512 - 31, cap - 31) / sb); }
+
+/* R rows staged at once (rows_issue's layout), then dot products against int8 x out of
+ * shared memory. pre: the caller already issued the first chunk (rows_issue with the
+ * same arguments, cb0 = 0). x (int8 + scales) is read through generic pointers: the
+ * kernels below stage it in shared memory first. MV = 16-byte vectors per lane per
+ * staged row. */
 template <int T, int R, int MV>
 __device__ __forceinline__ void rows_qs(const uint8_t *w0, const uint8_t *w1, int split, size_t rb, int nv0, int nv1, int ncols,
-                                        const int8_t *xq, const float *xd, float *acc, uint8_t *buf, int cap) {
+                                        const int8_t *xq, const float *xd, float *acc, uint8_t *buf, int cap, bool pre) {
     const int lane = threadIdx.x % WARP;
-    const int SB = QT<T>::BS * (256 / QT<T>::BLK);
+    const int SB = stage_sb<T>();
     const int nb = ncols / QT<T>::BLK, niter = (ncols + 255) / 256;
-    const int ipc = max(1, min(MV * 512 - 31, cap - 31) / SB);
+    const int ipc = stage_ipc<MV>(SB, cap);
     for (int it0 = 0; it0 < niter; it0 += ipc) {
         const int it1 = min(niter, it0 + ipc);
         const size_t cb0 = (size_t)it0 * SB, cb1 = min((size_t)it1 * SB, rb);
+        if (!(pre && it0 == 0)) rows_issue<R>(w0, w1, split, rb, nv0, nv1, cb0, cb1, buf, cap);
         const uint8_t *srow[R];
         bool ok[R];
 #pragma unroll
         for (int r = 0; r < R; r++) {
             ok[r] = r < split ? r < nv0 : r - split < nv1;
             const uint8_t *gp = (r < split ? w0 + (size_t)r * rb : w1 + (size_t)(r - split) * rb) + cb0;
-            const uint8_t *base = (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15);
-            const int off = (int)(gp - base);
-            const int nv = ok[r] ? (off + (int)(cb1 - cb0) + 15) / 16 : 0;
-            srow[r] = buf + r * cap + off - cb0;
-            for (int k = lane; k < nv; k += WARP) cp_async16(buf + r * cap + 16 * k, base + 16 * k);
+            srow[r] = buf + r * cap + (int)((uintptr_t)gp & 15) - cb0;
         }
         cp_async_wait_all();
         __syncwarp();
@@ -694,11 +717,29 @@ __device__ __forceinline__ void rows_qs(const uint8_t *w0, const uint8_t *w1, in
     }
 }
 
+/* The first chunk of rows_qs<T, R, MV>'s copies for a type known only at run time
+ * (staged path: quantized types with int8 x). Returns whether it issued anything. */
+template <int R, int MV>
+__device__ __forceinline__ bool rows_pre_issue(int type, const uint8_t *w0, const uint8_t *w1, int split, size_t rb, int nv0, int nv1, uint8_t *buf,
+                                               int cap) {
+    int sb;
+    switch (type) {
+#define SB_CASE(TT) case TT: sb = stage_sb<TT>(); break;
+    SB_CASE(GGML_TYPE_Q4_0) SB_CASE(GGML_TYPE_Q4_1) SB_CASE(GGML_TYPE_Q5_0) SB_CASE(GGML_TYPE_Q5_1) SB_CASE(GGML_TYPE_Q8_0)
+    SB_CASE(GGML_TYPE_IQ4_NL) SB_CASE(GGML_TYPE_IQ4_XS) SB_CASE(GGML_TYPE_Q2_K) SB_CASE(GGML_TYPE_Q3_K) SB_CASE(GGML_TYPE_Q4_K)
+    SB_CASE(GGML_TYPE_Q5_K) SB_CASE(GGML_TYPE_Q6_K)
+#undef SB_CASE
+    default: return false;
+    }
+    rows_issue<R>(w0, w1, split, rb, nv0, nv1, 0, min((size_t)stage_ipc<MV>(sb, cap) * sb, rb), buf, cap);
+    return true;
+}
+
 /* Staged dispatch (quantized types with int8 x); float types and the exact fallback
  * read global memory directly, one part at a time. */
 template <int R, int MV>
 __device__ __forceinline__ void rows_any_s(int type, const uint8_t *w0, const uint8_t *w1, int split, size_t rb, int nv0, int nv1, int ncols,
-                                           const float *xf, const int8_t *xq, const float *xd, float *acc, uint8_t *buf, int cap) {
+                                           const float *xf, const int8_t *xq, const float *xd, float *acc, uint8_t *buf, int cap, bool pre = false) {
     if (!xq || type_is_float_d(type)) {
         rows_any<R>(type, w0, rb, split < R ? min(nv0, split) : nv0, ncols, xf, xq, xd, acc);
         if (split < R) {
@@ -712,7 +753,7 @@ __device__ __forceinline__ void rows_any_s(int type, const uint8_t *w0, const ui
         }
         return;
     }
-#define RQS(TT) rows_qs<TT, R, MV>(w0, w1, split, rb, nv0, nv1, ncols, xq, xd, acc, buf, cap)
+#define RQS(TT) rows_qs<TT, R, MV>(w0, w1, split, rb, nv0, nv1, ncols, xq, xd, acc, buf, cap, pre)
     switch (type) {
     case GGML_TYPE_Q4_0: RQS(GGML_TYPE_Q4_0); break;
     case GGML_TYPE_Q4_1: RQS(GGML_TYPE_Q4_1); break;
@@ -741,6 +782,60 @@ __device__ __forceinline__ void stage_x(const int8_t *xq, const float *xd, int n
 }
 __host__ __device__ static inline int xq_pad(int n) { return (n + 255) / 256 * 256; }   /* staged x bytes: whole 256-element steps */
 
+/* Quantize the 32 values of a warp (one per lane) to int8 with one f32 scale. */
+__device__ __forceinline__ void warp_quant(float v, int8_t *q, float *d) {
+    const float amax = warp_max(fabsf(v));
+    const float s = amax / 127.f;
+    const int qi = amax > 0.f ? __float2int_rn(v / s) : 0;
+    q[threadIdx.x % WARP] = (int8_t)max(-127, min(127, qi));
+    if (threadIdx.x % WARP == 0) *d = s;
+}
+
+/* RMSNorm folded into its consumers: every block of a kernel that reads the normed
+ * activation (q/k/v, router, gate+up) computes it from the residual x itself (8 KB of x
+ * and 8 KB of weights from L2 for 30B-A3B) instead of waiting on a one-block norm kernel
+ * and its chain of round trips. Step 1, before the grid dependency wait: stage the norm
+ * weights (never written during a step) into xsf. */
+__device__ __forceinline__ void norm_stage_w(const float *w, int E, float *xsf) {
+    if ((E & 3) == 0 && ((uintptr_t)w & 15) == 0)
+        for (int i = threadIdx.x; i < E / 4; i += blockDim.x) cp_async16(xsf + 4 * i, w + 4 * i);
+    else
+        for (int i = threadIdx.x; i < E; i += blockDim.x) xsf[i] = w[i];
+}
+/* Step 2, after the wait: xsf = x / rms(x) * w (f32, the same value in every block: same
+ * order of operations), and when xs is given its int8 copy with one scale per 32 (as
+ * k_rmsnorm + k_quant would give). rows_pending: one more group of copies (weight rows)
+ * was committed after step 1's and need not land yet. Ends with the block synchronized. */
+__device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending = false) {
+    __shared__ float red[32];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = blockDim.x / WARP;
+    if (rows_pending) cp_async_wait_but_one();
+    else cp_async_wait_all();
+    __syncthreads();
+    float ss = 0.f;
+    if ((E & 3) == 0) {
+        for (int i = threadIdx.x; i < E / 4; i += blockDim.x) {
+            const float4 v = ((const float4 *)x)[i];
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            float4 *o = (float4 *)xsf + i;
+            *o = make_float4(o->x * v.x, o->y * v.y, o->z * v.z, o->w * v.w);
+        }
+    } else {
+        for (int i = threadIdx.x; i < E; i += blockDim.x) { const float v = x[i]; ss += v * v; xsf[i] *= v; }
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) red[warp] = ss;
+    __syncthreads();
+    float t = 0.f;
+    for (int j = 0; j < nw; j++) t += red[j];
+    const float sc = 1.0f / sqrtf(t / E + eps);
+    for (int i = threadIdx.x; i < E; i += blockDim.x) xsf[i] *= sc;
+    __syncthreads();
+    if (!xs) return;
+    for (int g = warp; g < E / 32; g += nw) warp_quant(xsf[g * 32 + lane], xs + g * 32, xds + g);
+    __syncthreads();
+}
+
 /* ======================================================================
  * Kernels
  * ==================================================================== */
@@ -750,14 +845,6 @@ __device__ __forceinline__ unsigned long long argmax_key(float v, int idx) {
     return ((unsigned long long)u << 32) | (unsigned long long)(~(uint32_t)idx);
 }
 
-/* Quantize the 32 values of a warp (one per lane) to int8 with one f32 scale. */
-__device__ __forceinline__ void warp_quant(float v, int8_t *q, float *d) {
-    const float amax = warp_max(fabsf(v));
-    const float s = amax / 127.f;
-    const int qi = amax > 0.f ? __float2int_rn(v / s) : 0;
-    q[threadIdx.x % WARP] = (int8_t)max(-127, min(127, qi));
-    if (threadIdx.x % WARP == 0) *d = s;
-}
 
 struct MVSeg {
     const uint8_t *w;
@@ -773,6 +860,8 @@ struct MVArgs {
     const float *xd;
     unsigned long long *amax;
     int pf;   /* prefetch the block's weight rows into L2 before waiting on the previous kernel */
+    const float *nw;   /* k_mmv2: when set, xf is the residual and each block RMS-normalizes it with these weights */
+    float eps;
 };
 
 /* y (+)= W x for up to 3 weights in one launch (q, k, v). Reads every weight byte
@@ -1062,22 +1151,20 @@ __global__ void k_attn_combine(const float *__restrict__ part, int nh, int D, in
     if (oq) warp_quant(v, oq + (o & ~(size_t)31), od + o / 32);
 }
 
-/* Router: softmax over all experts, top-k (ties to the lower id), renormalized.
- * One warp per token; the ids and weights stay on the device. rec (optional)
- * gets this router's own choice. When *force_on, the experts used are force[k]
- * instead (--parity replays the CPU's choice so that a near-tie flip does not
- * spill into every later comparison), weighted by this router's probabilities. */
-__global__ void k_topk(const float *__restrict__ logits, int ne, int K, int *sel, float *selw, int *rec, const int *__restrict__ force,
-                       int fstride, const int *__restrict__ force_on) {
-    pdl_enter();
-    extern __shared__ float sp[];
-    const int i = blockIdx.x, lane = threadIdx.x;
-    const float *lg = logits + (size_t)i * ne;
+/* Router tail, one warp: softmax over the ne logits, top-k (ties to the lower id),
+ * renormalized; sp = ne floats of shared scratch. rec / recp (optional) get this router's
+ * own choice and its probabilities (before renormalization). When *force_on, the experts
+ * used are force[k] instead (--parity replays the CPU's choice so that a near-tie flip
+ * does not spill into every later comparison), weighted by this router's probabilities.
+ * Logits are read past L1 (ld.cg): in k_router other blocks of the same grid wrote them. */
+__device__ __forceinline__ void router_topk_warp(const float *lg, int ne, int K, float *sp, int *sel, float *selw, int *rec, float *recp,
+                                                 const int *__restrict__ force, const int *__restrict__ force_on) {
+    const int lane = threadIdx.x % WARP;
     float mx = -INFINITY;
-    for (int e = lane; e < ne; e += WARP) mx = fmaxf(mx, lg[e]);
+    for (int e = lane; e < ne; e += WARP) { sp[e] = __ldcg(lg + e); mx = fmaxf(mx, sp[e]); }
     mx = warp_max(mx);
     float sum = 0.f;
-    for (int e = lane; e < ne; e += WARP) { const float p = expf(lg[e] - mx); sp[e] = p; sum += p; }
+    for (int e = lane; e < ne; e += WARP) { const float p = expf(sp[e] - mx); sp[e] = p; sum += p; }
     sum = warp_sum(sum);
     for (int e = lane; e < ne; e += WARP) sp[e] /= sum;
     __syncwarp();
@@ -1085,19 +1172,23 @@ __global__ void k_topk(const float *__restrict__ logits, int ne, int K, int *sel
     for (int k = 0; k < K; k++) {
         float bv = -1.f;
         int bi = 0x7fffffff;
-        for (int e = lane; e < ne; e += WARP)
-            if (sp[e] > bv) { bv = sp[e]; bi = e; }
+        for (int e = lane; e < ne; e += WARP) {
+            const float v = sp[e];
+            if (!signbit(v) && v > bv) { bv = v; bi = e; }   /* a set sign bit: taken */
+        }
         for (int o = 16; o > 0; o >>= 1) {
             const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
             const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
             if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
         }
+        if (bi >= ne) { bi = k % ne; bv = 0.f; }   /* NaN logits: no candidate; keep the id in range (the expert kernels index with it) */
         __syncwarp();
         if (lane == 0) {
-            sel[(size_t)i * K + k] = bi;
-            selw[(size_t)i * K + k] = bv;
-            if (rec) rec[(size_t)i * K + k] = bi;
-            sp[bi] = -2.f - bv;   /* taken; -2 - p keeps p for a forced choice */
+            sel[k] = bi;
+            selw[k] = bv;
+            if (rec) rec[k] = bi;
+            if (recp) recp[k] = bv;
+            sp[bi] = -bv;   /* taken: the sign bit marks it, and keeps p exactly for a forced choice */
         }
         __syncwarp();
         wsum += bv;
@@ -1105,15 +1196,83 @@ __global__ void k_topk(const float *__restrict__ logits, int ne, int K, int *sel
     if (force && *force_on) {
         wsum = 0.f;
         for (int k = 0; k < K; k++) {
-            const int e = force[(size_t)i * fstride + k];
-            const float v = sp[e];
-            const float p = v >= 0.f ? v : -2.f - v;
+            const int e = force[k];
+            const float p = fabsf(sp[e]);
             wsum += p;
-            if (lane == 0) { sel[(size_t)i * K + k] = e; selw[(size_t)i * K + k] = p; }
+            if (lane == 0) { sel[k] = e; selw[k] = p; }
         }
         __syncwarp();
     }
-    for (int k = lane; k < K; k += WARP) selw[(size_t)i * K + k] /= wsum;
+    for (int k = lane; k < K; k += WARP) selw[k] /= wsum;
+}
+
+/* Prefill router tail: one warp per token over logits a GEMM wrote ([n][ne]). */
+__global__ void k_topk(const float *__restrict__ logits, int ne, int K, int *sel, float *selw, int *rec, float *recp,
+                       const int *__restrict__ force, int fstride, const int *__restrict__ force_on) {
+    pdl_enter();
+    extern __shared__ float sp[];
+    const size_t i = blockIdx.x;
+    router_topk_warp(logits + i * ne, ne, K, sp, sel + i * K, selw + i * K, rec ? rec + i * K : nullptr, recp ? recp + i * K : nullptr,
+                     force ? force + i * fstride : nullptr, force_on);
+}
+
+/* Decode router in one kernel: logits = W x (F32 [ne][E]), softmax, top-k and
+ * renormalization. Moves ne*E*4 bytes (1 MB for 30B-A3B) once: a warp per expert row,
+ * each lane with 8 16-byte loads in flight, 4 rows a block so 32 blocks share the read.
+ * Each block publishes its logits; the last one to finish (a counter, which it resets
+ * for the next launch) runs the top-k, so no second launch waits on the first.
+ * With nw, x is the residual and each block RMS-normalizes it first (norm_x).
+ * Dynamic shared memory: router_smem. */
+#define RT_WARPS 4
+static size_t router_smem(int ne, int E, bool norm) { return ((size_t)(ne + 3) / 4 * 4 + (norm ? (size_t)E : 0)) * sizeof(float); }
+__global__ void __launch_bounds__(RT_WARPS * WARP) k_router(const float *__restrict__ W, const float *__restrict__ x, int E, int ne, int K,
+                                                            float *logits, unsigned *done, int *sel, float *selw, int *rec, float *recp,
+                                                            const int *__restrict__ force, const int *__restrict__ force_on, int pf,
+                                                            const float *__restrict__ nw, float eps) {
+    extern __shared__ __align__(16) float sp[];
+    __shared__ bool last;
+    float *xsf = sp + (ne + 3) / 4 * 4;   /* normed x (nw only) */
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int r0 = blockIdx.x * RT_WARPS, row = r0 + warp;
+    if (pf) l2_prefetch(W + (size_t)r0 * E, (size_t)min(RT_WARPS, ne - r0) * E * sizeof(float), threadIdx.x, blockDim.x);
+    if (nw) norm_stage_w(nw, E, xsf);
+    pdl_enter();
+    if (nw) {
+        norm_x(x, E, eps, xsf, nullptr, nullptr);
+        x = xsf;
+    }
+    if (row < ne) {
+        const float *w = W + (size_t)row * E;
+        float s = 0.f;
+        int i = 0;
+        if ((E & 3) == 0) {
+            const float4 *w4 = (const float4 *)w, *x4 = (const float4 *)x;
+            const int n4 = E / 4;
+            for (i = lane; i + 7 * WARP < n4; i += 8 * WARP) {
+                float4 a[8], b[8];
+#pragma unroll
+                for (int j = 0; j < 8; j++) { a[j] = __ldg(w4 + i + j * WARP); b[j] = x4[i + j * WARP]; }
+#pragma unroll
+                for (int j = 0; j < 8; j++) s += a[j].x * b[j].x + a[j].y * b[j].y + a[j].z * b[j].z + a[j].w * b[j].w;
+            }
+            for (; i < n4; i += WARP) {
+                const float4 a = __ldg(w4 + i), b = x4[i];
+                s += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+            }
+        } else {
+            for (i = lane; i < E; i += WARP) s = fmaf(__ldg(w + i), x[i], s);
+        }
+        s = warp_sum(s);
+        if (lane == 0) logits[row] = s;
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last || warp != 0) return;
+    __threadfence();
+    if (lane == 0) *done = 0u;
+    router_topk_warp(logits, ne, K, sp, sel, selw, rec, recp, force, force_on);
 }
 
 /* gate and up of all k selected experts in one launch, SwiGLU fused: block = 32
@@ -1184,35 +1343,47 @@ __global__ void __launch_bounds__(NTHR) k_down(const uint8_t *__restrict__ wd, i
 
 
 /* Staged matvec: y (+)= W x for up to 3 weights in one launch. The block first
- * copies x (int8 + scales, a few KB, from L2) into shared memory; each of its 4 warps
- * then stages 2 weight rows with 16-byte streaming loads (all in flight at once) and
- * runs dp4a out of shared memory. Every weight byte is read from DRAM once. */
+ * copies x (int8 + scales, a few KB, from L2) into shared memory, or with a.nw computes
+ * the RMS-normed x there itself (norm_x); each of its 4 warps then stages 2 weight rows
+ * with 16-byte streaming loads (all in flight at once) and runs dp4a out of shared
+ * memory. Every weight byte is read from DRAM once. */
 #define MV2_WARPS 4
 #define MV2_R 2
-__global__ void __launch_bounds__(MV2_WARPS * WARP) k_mmv2(const MVArgs a, int cap, int xn) {
+#ifndef MV2_MINB
+#define MV2_MINB 8   /* 64 registers a thread: 8 blocks an SM fit (the 640 q/k/v blocks in one wave); measured +1.8% tg128 */
+#endif
+__global__ void __launch_bounds__(MV2_WARPS * WARP, MV2_MINB) k_mmv2(const MVArgs a, int cap, int xn) {
     extern __shared__ __align__(16) uint8_t sbuf[];
     int si = 0;
     while (si + 1 < a.nseg && (int)blockIdx.x >= a.s[si + 1].blk0) si++;
     const MVSeg &s = a.s[si];
-    if (a.pf) {   /* the block's rows, while the previous kernel (rmsnorm, combine) still runs */
-        const int br0 = ((int)blockIdx.x - s.blk0) * MV2_WARPS * MV2_R;
-        if (br0 < s.nrows) l2_prefetch(s.w + (size_t)br0 * s.rb, (size_t)min(MV2_WARPS * MV2_R, s.nrows - br0) * s.rb, threadIdx.x, blockDim.x);
-    }
-    pdl_enter();
-    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int xpad = xq_pad(xn);
     int8_t *xs = (int8_t *)sbuf;
     float *xds = (float *)(sbuf + xpad);
-    uint8_t *wbuf = sbuf + xpad + xpad / 8 + warp * MV2_R * cap;
-    if (a.xq) stage_x(a.xq, a.xd, xpad, xs, xds, threadIdx.x, blockDim.x);
-    __syncthreads();
+    float *xsf = (float *)(sbuf + xpad + xpad / 8);   /* normed f32 x (a.nw only) */
+    if (a.pf && !(a.xq && !type_is_float_d(s.type))) {   /* rows the staged path will not copy early (below): into L2 meanwhile */
+        const int br0 = ((int)blockIdx.x - s.blk0) * MV2_WARPS * MV2_R;
+        if (br0 < s.nrows) l2_prefetch(s.w + (size_t)br0 * s.rb, (size_t)min(MV2_WARPS * MV2_R, s.nrows - br0) * s.rb, threadIdx.x, blockDim.x);
+    }
+    if (a.nw) norm_stage_w(a.nw, xn, xsf);
+    cp_async_commit();
+    /* the warp's weight rows are constants: their copies go out before the wait too */
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    uint8_t *wbuf = sbuf + xpad + xpad / 8 + (a.nw ? 4 * xpad : 0) + warp * MV2_R * cap;
     const int row0 = (((int)blockIdx.x - s.blk0) * MV2_WARPS + warp) * MV2_R;
-    if (row0 >= s.nrows) return;
     const int nvalid = min(MV2_R, s.nrows - row0);
+    const bool pre = a.xq && row0 < s.nrows && rows_pre_issue<MV2_R, 5>(s.type, s.w + (size_t)row0 * s.rb, nullptr, MV2_R, s.rb, nvalid, 0, wbuf, cap);
+    cp_async_commit();
+    pdl_enter();
+    if (a.nw) norm_x(a.xf, xn, a.eps, xsf, a.xq ? xs : nullptr, xds, true);
+    else if (a.xq) stage_x(a.xq, a.xd, xpad, xs, xds, threadIdx.x, blockDim.x);
+    __syncthreads();
+    if (row0 >= s.nrows) return;
     float acc[MV2_R];
 #pragma unroll
     for (int r = 0; r < MV2_R; r++) acc[r] = 0.f;
-    rows_any_s<MV2_R, 5>(s.type, s.w + (size_t)row0 * s.rb, nullptr, MV2_R, s.rb, nvalid, 0, s.ncols, a.xf, a.xq ? xs : nullptr, xds, acc, wbuf, cap);
+    rows_any_s<MV2_R, 5>(s.type, s.w + (size_t)row0 * s.rb, nullptr, MV2_R, s.rb, nvalid, 0, s.ncols, a.nw ? xsf : a.xf, a.xq ? xs : nullptr, xds, acc,
+                         wbuf, cap, pre);
 #pragma unroll
     for (int r = 0; r < MV2_R; r++) acc[r] = warp_sum(acc[r]);
     if (lane == 0) {
@@ -1226,7 +1397,9 @@ __global__ void __launch_bounds__(MV2_WARPS * WARP) k_mmv2(const MVArgs a, int c
         }
     }
 }
-static size_t mmv2_smem(int xn, int cap) { return (size_t)xq_pad(xn) + xq_pad(xn) / 8 + (size_t)MV2_WARPS * MV2_R * cap; }
+static size_t mmv2_smem(int xn, int cap, bool norm = false) {
+    return (size_t)xq_pad(xn) + xq_pad(xn) / 8 + (norm ? 4 * (size_t)xq_pad(xn) : 0) + (size_t)MV2_WARPS * MV2_R * cap;
+}
 
 /* Staged gate+up+SwiGLU for all k experts: block = 32 rows of one expert, 8 warps x
  * 4 rows; x staged once per block; each warp stages its 4 gate and 4 up rows in one
@@ -1237,25 +1410,38 @@ template <int MV>
 __global__ void __launch_bounds__(NTHR) k_gateup2(const uint8_t *__restrict__ wg, int tg, size_t rbg, const uint8_t *__restrict__ wu, int tu,
                                                   size_t rbu, int E, int F, const int *__restrict__ sel, const float *__restrict__ xf,
                                                   const int8_t *__restrict__ xq, const float *__restrict__ xd, float *__restrict__ h,
-                                                  int8_t *__restrict__ hq, float *__restrict__ hd, int Fpad, int cap) {
-    pdl_enter();
+                                                  int8_t *__restrict__ hq, float *__restrict__ hd, int Fpad, int cap, const float *__restrict__ nw,
+                                                  float eps) {
     extern __shared__ __align__(16) uint8_t sbuf[];
     __shared__ float hs[32];
-    const int k = blockIdx.y, e = sel[k];
-    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int xpad = xq_pad(E);
     int8_t *xs = (int8_t *)sbuf;
     float *xds = (float *)(sbuf + xpad);
-    uint8_t *buf = sbuf + xpad + xpad / 8 + warp * 8 * cap;
-    if (xq) stage_x(xq, xd, xpad, xs, xds, threadIdx.x, blockDim.x);
-    __syncthreads();
+    float *xsf = (float *)(sbuf + xpad + xpad / 8);   /* normed f32 x (nw only) */
+    if (nw) norm_stage_w(nw, E, xsf);
+    cp_async_commit();
+    pdl_enter();
+    const int k = blockIdx.y, e = sel[k];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    uint8_t *buf = sbuf + xpad + xpad / 8 + (nw ? 4 * xpad : 0) + warp * 8 * cap;
     const int r0 = blockIdx.x * 32 + warp * 4;
     const int nvalid = min(4, F - r0);
+    const uint8_t *g0 = wg + ((size_t)e * F + r0) * rbg, *u0 = wu + ((size_t)e * F + r0) * rbu;
+    /* the expert's rows go out as soon as its id is known, before the norm and x staging */
+    const bool fused = MV == 3 && tg == tu && rbg == rbu;
+    const bool pre = xq && fused && nvalid > 0 && rows_pre_issue<8, MV>(tg, g0, u0, 4, rbg, nvalid, nvalid, buf, cap);
+    cp_async_commit();
+    if (nw) {
+        norm_x(xf, E, eps, xsf, xq ? xs : nullptr, xds, true);
+        xf = xsf;
+    } else if (xq) {
+        stage_x(xq, xd, xpad, xs, xds, threadIdx.x, blockDim.x);
+    }
+    __syncthreads();
     float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
     if (nvalid > 0) {
-        const uint8_t *g0 = wg + ((size_t)e * F + r0) * rbg, *u0 = wu + ((size_t)e * F + r0) * rbu;
-        if (MV == 3 && tg == tu && rbg == rbu) {
-            rows_any_s<8, MV>(tg, g0, u0, 4, rbg, nvalid, nvalid, E, xf, xq ? xs : nullptr, xds, acc, buf, cap);
+        if (fused) {
+            rows_any_s<8, MV>(tg, g0, u0, 4, rbg, nvalid, nvalid, E, xf, xq ? xs : nullptr, xds, acc, buf, cap, pre);
         } else {
             rows_any_s<4, MV>(tg, g0, nullptr, 4, rbg, nvalid, 0, E, xf, xq ? xs : nullptr, xds, acc, buf, cap);
             rows_any_s<4, MV>(tu, u0, nullptr, 4, rbu, nvalid, 0, E, xf, xq ? xs : nullptr, xds, acc + 4, buf, cap);
@@ -1274,13 +1460,18 @@ __global__ void __launch_bounds__(NTHR) k_gateup2(const uint8_t *__restrict__ wg
     __syncthreads();
     if (warp == 0) warp_quant(hs[lane], hq + (size_t)k * Fpad + blockIdx.x * 32, hd + (size_t)k * (Fpad / 32) + blockIdx.x);
 }
-static size_t gateup2_smem(int E, int cap) { return (size_t)xq_pad(E) + xq_pad(E) / 8 + (size_t)8 * 8 * cap; }
+static size_t gateup2_smem(int E, int cap, bool norm = false) {
+    return (size_t)xq_pad(E) + xq_pad(E) / 8 + (norm ? 4 * (size_t)xq_pad(E) : 0) + (size_t)8 * 8 * cap;
+}
 
 /* Staged down projection of all k experts + routing weights + residual: block = RD
  * output rows, warp per expert slot (its h staged in the warp's shared memory, then
  * RD rows staged at once); fixed-order sum over experts (deterministic, no atomics). */
 template <int RD, int MV>
-__global__ void __launch_bounds__(NTHR) k_down2(const uint8_t *__restrict__ wd, int td, size_t rbd, int F, int E, const int *__restrict__ sel,
+#ifndef DOWN2_MINB
+#define DOWN2_MINB 2   /* 128 registers a thread (168 unbounded): two 50 KB blocks an SM, the 256 blocks in one wave */
+#endif
+__global__ void __launch_bounds__(NTHR, DOWN2_MINB) k_down2(const uint8_t *__restrict__ wd, int td, size_t rbd, int F, int E, const int *__restrict__ sel,
                                                 const float *__restrict__ selw, int K, const float *__restrict__ hf, const int8_t *__restrict__ hq,
                                                 const float *__restrict__ hd, int Fpad, float *__restrict__ x, int cap) {
     extern __shared__ __align__(16) uint8_t sbuf[];
@@ -1288,7 +1479,7 @@ __global__ void __launch_bounds__(NTHR) k_down2(const uint8_t *__restrict__ wd, 
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int r0 = blockIdx.x * RD, nvalid = min(RD, E - r0);
     /* Under PDL this block starts once every k_gateup2 block has passed its own wait, i.e.
-     * after k_topk completed: sel is final in L2 (read past L1 with ld.cg). Each warp asks L2
+     * after k_router completed: sel is final in L2 (read past L1 with ld.cg). Each warp asks L2
      * for its experts' rows while gate+up still run. A hint: it cannot change the result. */
     for (int k = warp; k < K; k += NTHR / WARP)
         l2_prefetch(wd + ((size_t)__ldcg(sel + k) * E + r0) * rbd, (size_t)nvalid * rbd, lane, WARP);
@@ -1335,6 +1526,11 @@ static cudaError_t set_smem_attrs() {
     cudaError_t e = cudaFuncSetAttribute(k_mmv2, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
     if (e == cudaSuccess) e = cudaFuncSetAttribute(k_gateup2<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
     if (e == cudaSuccess) e = cudaFuncSetAttribute(k_down2<8, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
+    /* all of the SM's unified memory as shared memory: otherwise the driver may pick a
+     * 64 KB carveout and fit one down block per SM (seen with ncu), i.e. two waves */
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_mmv2, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_gateup2<3>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_down2<8, 2>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
     return e;
 }
 
@@ -1440,6 +1636,8 @@ struct GpuModel {
     float *x, *xn, *qkv, *att, *rlog, *selw, *h, *xd, *hd, *logits, *part;
     int8_t *xq, *hq;
     int *sel, *rec;
+    float *recp, *precp, *h_recp;   /* the routers' own probabilities of their choice (--parity) */
+    unsigned *rdone;             /* k_router's finished-block counter (zero between launches) */
     int *d_force, *d_force_on;   /* --parity: expert ids to use instead of the router's, [NB_MAX][n_layer][K] */
     const int *h_force;          /* host copy for the next gpu_eval, or NULL */
     int force_n, force_state;    /* tokens in h_force; what *d_force_on holds now */
@@ -1515,8 +1713,10 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->sel = b.take<int>(K);
     g->selw = b.take<float>(K);
     g->rec = b.take<int>((size_t)NL * K);
+    g->recp = b.take<float>((size_t)NL * K);
     g->d_force = b.take<int>((size_t)NB_MAX * NL * K);
     g->d_force_on = b.take<int>(1);
+    g->rdone = b.take<unsigned>(1);
     g->h = b.take<float>((size_t)K * g->Fpad);
     g->hq = b.take<int8_t>((size_t)K * g->Fpad + 256);
     g->hd = b.take<float>((size_t)K * g->Fpad / 32 + 8);
@@ -1531,6 +1731,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->prlog = b.take<float>(NB * NE);
     g->psel = b.take<int>(S);
     g->prec = b.take<int>(S);
+    g->precp = b.take<float>(S);
     g->pselw = b.take<float>(S);
     /* expert slots: room for every expert's rows padded to the largest count (batched GEMMs) */
     const size_t SP = 2 * S;
@@ -1581,6 +1782,7 @@ extern "C" void gpu_free(GpuModel *g) {
     cudaFreeHost(g->h_amax);
     cudaFreeHost(g->h_sel);
     cudaFreeHost(g->h_rec);
+    cudaFreeHost(g->h_recp);
     cudaFreeHost(g->h_perm);
     cudaFreeHost(g->h_gptr);
     cudaFreeHost(g->h_slot);
@@ -1717,7 +1919,9 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     LCK(cudaMallocHost(&g->h_amax, sizeof(unsigned long long)));
     LCK(cudaMallocHost(&g->h_sel, sizeof(int) * NB_MAX * c.n_expert_used));
     LCK(cudaMallocHost(&g->h_rec, sizeof(int) * NB_MAX * c.n_expert_used));
+    LCK(cudaMallocHost(&g->h_recp, sizeof(float) * NB_MAX * c.n_expert_used));
     LCK(cudaMemsetAsync(g->d_force_on, 0, sizeof(int), g->st));
+    LCK(cudaMemsetAsync(g->rdone, 0, sizeof(unsigned), g->st));
     LCK(cudaMallocHost(&g->h_perm, sizeof(int) * 2 * NB_MAX * c.n_expert_used));
     LCK(cudaMallocHost(&g->h_gptr, sizeof(void *) * 9 * c.n_expert));
     g->pbase.assign(c.n_expert, 0);
@@ -1847,8 +2051,9 @@ static cudaError_t launch_k(GpuModel *g, void (*k)(KP...), dim3 grid, dim3 block
     return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
 }
 
+/* nw: xf is the residual, to be RMS-normalized with nw by every block (k_mmv2 only) */
 static int launch_mmv(GpuModel *g, const DT *const *w, float *const *y, const int *accum, int nseg, const float *xf, const int8_t *xq,
-                      const float *xd, unsigned long long *amax, char *err, size_t errlen) {
+                      const float *xd, unsigned long long *amax, char *err, size_t errlen, const float *nw = nullptr) {
     const int R = 2, rows_per_block = (NTHR / WARP) * R;
     MVArgs a;
     memset(&a, 0, sizeof a);
@@ -1870,11 +2075,14 @@ static int launch_mmv(GpuModel *g, const DT *const *w, float *const *y, const in
     a.xq = g->use_q8 ? xq : nullptr;
     a.xd = xd;
     a.amax = amax;
+    a.nw = nw;
+    a.eps = g->c.rms_eps;
     /* weights that fit L2 many times over; not the output head (too big to gain) */
     size_t wbytes = 0;
     for (int i = 0; i < nseg; i++) wbytes += (size_t)a.s[i].nrows * a.s[i].rb;
     a.pf = g->pdl_now && wbytes <= ((size_t)16 << 20);
     if (g->old_mmv) {
+        if (nw) { seterr(err, errlen, "internal: the direct matvec does not normalize"); return -1; }
         CK(launch_k(g, k_mmv<2>, blocks, NTHR, 0, a));
         return 0;
     }
@@ -1884,23 +2092,26 @@ static int launch_mmv(GpuModel *g, const DT *const *w, float *const *y, const in
         a.s[i].blk0 = blocks2;
         blocks2 += cdiv(a.s[i].nrows, MV2_WARPS * MV2_R);
     }
-    CK(launch_k(g, k_mmv2, blocks2, MV2_WARPS * WARP, mmv2_smem(a.s[0].ncols, cap), a, cap, a.s[0].ncols));
+    CK(launch_k(g, k_mmv2, blocks2, MV2_WARPS * WARP, mmv2_smem(a.s[0].ncols, cap, nw != nullptr), a, cap, a.s[0].ncols));
     return 0;
 }
 
-static int launch_experts(GpuModel *g, const DLayer &L, const float *xf, const int8_t *xq, const float *xd, float *x, char *err, size_t errlen) {
+/* nw: xf is the residual, RMS-normalized with nw inside gate+up (staged kernels only) */
+static int launch_experts(GpuModel *g, const DLayer &L, const float *xf, const int8_t *xq, const float *xd, float *x, char *err, size_t errlen,
+                          const float *nw = nullptr) {
     const Config &c = g->c;
     const int E = c.n_embd, F = L.F, K = c.n_expert_used;
     int8_t *hq = g->use_q8 ? g->hq : nullptr;
     if (g->old_mmv) {
+        if (nw) { seterr(err, errlen, "internal: the direct expert kernels do not normalize"); return -1; }
         CK(launch_k(g, k_gateup, dim3(cdiv(F, 32), K), NTHR, 0, L.gate.p, L.gate.type, L.gate.rb, L.up.p, L.up.type, L.up.rb, E, F, g->sel, xf, xq,
                     xd, g->h, hq, g->hd, g->Fpad));
         CK(launch_k(g, k_down, cdiv(E, 8), NTHR, 0, L.down.p, L.down.type, L.down.rb, F, E, g->sel, g->selw, K, g->h, hq, g->hd, g->Fpad, x));
         return 0;
     }
     const int capg = std::min(3 * 512, std::max(stage_cap(L.gate.rb), stage_cap(L.up.rb)));
-    CK(launch_k(g, k_gateup2<3>, dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, capg), L.gate.p, L.gate.type, L.gate.rb, L.up.p, L.up.type, L.up.rb, E,
-                F, g->sel, xf, xq, xd, g->h, hq, g->hd, g->Fpad, capg));
+    CK(launch_k(g, k_gateup2<3>, dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, capg, nw != nullptr), L.gate.p, L.gate.type, L.gate.rb, L.up.p, L.up.type,
+                L.up.rb, E, F, g->sel, xf, xq, xd, g->h, hq, g->hd, g->Fpad, capg, nw, c.rms_eps));
     const int capd = std::min(2 * 512, stage_cap(L.down.rb));
     void (*kd)(const uint8_t *, int, size_t, int, int, const int *, const float *, int, const float *, const int8_t *, const float *, int, float *,
                int) = k_down2<8, 2>;
@@ -1940,14 +2151,17 @@ static int enqueue_decode(GpuModel *g, char *err, size_t errlen) {
     k_embed<<<dim3(cdiv(E, 8 * 256), 1), 256, 0, st>>>(g->emb.p, g->emb.type, E, g->emb.rb, g->d_io, g->x, g->d_amax);
     CKL();
     g->pdl_now = g->pdl;
+    /* the staged kernels normalize x themselves (norm_x); the direct ones need k_rmsnorm */
+    const bool fold = !g->old_mmv;
+    const float *xin = fold ? g->x : g->xn;
     for (int l = 0; l < c.n_layer; l++) {
         const DLayer &L = g->L[l];
         const size_t koff = (size_t)l * g->n_ctx * g->kvdim;
-        CK(launch_k(g, k_rmsnorm, 1, NTHR, E * sizeof(float), g->x, L.attn_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd));
+        if (!fold) CK(launch_k(g, k_rmsnorm, 1, NTHR, E * sizeof(float), g->x, L.attn_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd));
         {
             const DT *w[3] = {&L.q, &L.k, &L.v};
             float *y[3] = {g->qkv, g->qkv + g->qdim, g->qkv + g->qdim + g->kvdim};
-            if (launch_mmv(g, w, y, nullptr, 3, g->xn, g->xq, g->xd, nullptr, err, errlen)) return -1;
+            if (launch_mmv(g, w, y, nullptr, 3, xin, g->xq, g->xd, nullptr, err, errlen, fold ? L.attn_norm : nullptr)) return -1;
         }
         CK(launch_k(g, k_qk_rope, dim3(nh + 2 * nkv, 1), (D / 2 + 31) / 32 * 32, 0, g->qkv, qkvw, nh, nkv, D, L.q_norm, L.k_norm, c.rms_eps,
                     g->d_io + 1, g->theta_scale, g->kc + koff, g->vc + koff, g->kvdim));
@@ -1959,16 +2173,11 @@ static int enqueue_decode(GpuModel *g, char *err, size_t errlen) {
             const int acc[1] = {1};
             if (launch_mmv(g, w, y, acc, 1, g->att, g->xq, g->xd, nullptr, err, errlen)) return -1;
         }
-        CK(launch_k(g, k_rmsnorm, 1, NTHR, E * sizeof(float), g->x, L.ffn_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd));
-        {
-            DT r = {(const uint8_t *)L.router, GGML_TYPE_F32, E, c.n_expert, (size_t)E * 4};
-            const DT *w[1] = {&r};
-            float *y[1] = {g->rlog};
-            if (launch_mmv(g, w, y, nullptr, 1, g->xn, nullptr, nullptr, nullptr, err, errlen)) return -1;
-        }
-        CK(launch_k(g, k_topk, 1, WARP, c.n_expert * sizeof(float), g->rlog, c.n_expert, K, g->sel, g->selw, g->rec + (size_t)l * K,
-                    g->d_force + (size_t)l * K, 0, g->d_force_on));
-        if (launch_experts(g, L, g->xn, xq, g->xd, g->x, err, errlen)) return -1;
+        if (!fold) CK(launch_k(g, k_rmsnorm, 1, NTHR, E * sizeof(float), g->x, L.ffn_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd));
+        CK(launch_k(g, k_router, cdiv(c.n_expert, RT_WARPS), RT_WARPS * WARP, router_smem(c.n_expert, E, fold), L.router, xin, E, c.n_expert, K,
+                    g->rlog, g->rdone, g->sel, g->selw, g->rec + (size_t)l * K, g->recp + (size_t)l * K, (const int *)(g->d_force + (size_t)l * K),
+                    (const int *)g->d_force_on, g->pdl_now, fold ? L.ffn_norm : nullptr, c.rms_eps));
+        if (launch_experts(g, L, xin, xq, g->xd, g->x, err, errlen, fold ? L.ffn_norm : nullptr)) return -1;
     }
     CK(launch_k(g, k_rmsnorm, 1, NTHR, E * sizeof(float), g->x, g->out_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd));
     {
@@ -2127,8 +2336,8 @@ static bool gemm_attention(GpuModel *g, size_t koff, int n, int pos, char *err, 
 }
 
 /* Prefill of n <= NB_MAX tokens at pos..pos+n-1. */
-static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *logits_all, float *logits_last, int *experts, char *err,
-                         size_t errlen) {
+static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *logits_all, float *logits_last, int *experts, float *expert_p,
+                         char *err, size_t errlen) {
     const Config &c = g->c;
     const int E = c.n_embd, D = c.head_dim, K = c.n_expert_used, nh = c.n_head, nkv = c.n_head_kv, NE = c.n_expert, V = c.n_vocab;
     const int qkvw = g->qdim + 2 * g->kvdim;
@@ -2181,11 +2390,12 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
             const float one = 1.f, zero = 0.f;
             CKB(cublasSgemm(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, NE, n, E, &one, L.router, E, g->pxn, E, &zero, g->prlog, NE));
         }
-        k_topk<<<n, WARP, NE * sizeof(float), st>>>(g->prlog, NE, K, g->psel, g->pselw, g->prec, g->d_force + (size_t)l * K, c.n_layer * K,
-                                                    g->d_force_on);
+        k_topk<<<n, WARP, NE * sizeof(float), st>>>(g->prlog, NE, K, g->psel, g->pselw, g->prec, g->precp, g->d_force + (size_t)l * K,
+                                                    c.n_layer * K, g->d_force_on);
         CKL();
         CK(cudaMemcpyAsync(g->h_sel, g->psel, sizeof(int) * n * K, cudaMemcpyDeviceToHost, st));
         if (experts) CK(cudaMemcpyAsync(g->h_rec, g->prec, sizeof(int) * n * K, cudaMemcpyDeviceToHost, st));
+        if (expert_p) CK(cudaMemcpyAsync(g->h_recp, g->precp, sizeof(float) * n * K, cudaMemcpyDeviceToHost, st));
         CK(cudaStreamSynchronize(st));
         std::vector<int> &cnt = g->cnt, &off = g->off;
         std::fill(cnt.begin(), cnt.end(), 0);
@@ -2249,6 +2459,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
                 g->h_perm[s] = i;
                 g->h_slot[i * K + k] = s;
                 if (experts) experts[((size_t)i * c.n_layer + l) * K + k] = g->h_rec[i * K + k];
+                if (expert_p) expert_p[((size_t)i * c.n_layer + l) * K + k] = g->h_recp[i * K + k];
             }
         CK(cudaMemcpyAsync(g->perm, g->h_perm, sizeof(int) * P, cudaMemcpyHostToDevice, st));
         CK(cudaMemcpyAsync(g->slot_of, g->h_slot, sizeof(int) * n * K, cudaMemcpyHostToDevice, st));
@@ -2378,7 +2589,8 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
     return 0;
 }
 
-extern "C" int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits, int all_logits, int *experts, char *err, size_t errlen) {
+extern "C" int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits, int all_logits, int *experts, float *expert_p, char *err,
+                        size_t errlen) {
     const Config &c = g->c;
     const int V = c.n_vocab, NL = c.n_layer, K = c.n_expert_used;
     if (n < 1 || pos < 0 || pos + n > g->n_ctx) {
@@ -2406,6 +2618,7 @@ extern "C" int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *l
             if (logits && (all_logits || i == n - 1))
                 CK(cudaMemcpyAsync(logits + (all_logits ? (size_t)i * V : 0), g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, g->st));
             if (experts) CK(cudaMemcpyAsync(experts + (size_t)i * NL * K, g->rec, sizeof(int) * NL * K, cudaMemcpyDeviceToHost, g->st));
+            if (expert_p) CK(cudaMemcpyAsync(expert_p + (size_t)i * NL * K, g->recp, sizeof(float) * NL * K, cudaMemcpyDeviceToHost, g->st));
             CK(cudaStreamSynchronize(g->st));
         }
         return 0;
@@ -2415,7 +2628,9 @@ extern "C" int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *l
         float *la = logits && all_logits ? logits + (size_t)s * V : nullptr;
         float *ll = logits && !all_logits && s + nn == n ? logits : nullptr;
         if (want) CK(cudaMemcpyAsync(g->d_force, g->h_force + s * fper, sizeof(int) * fper * nn, cudaMemcpyHostToDevice, g->st));
-        if (prefill_chunk(g, tokens + s, nn, pos + s, la, ll, experts ? experts + (size_t)s * NL * K : nullptr, err, errlen)) return -1;
+        if (prefill_chunk(g, tokens + s, nn, pos + s, la, ll, experts ? experts + (size_t)s * NL * K : nullptr,
+                          expert_p ? expert_p + (size_t)s * NL * K : nullptr, err, errlen))
+            return -1;
     }
     return 0;
 }

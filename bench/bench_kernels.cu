@@ -109,7 +109,7 @@ int main() {
         snprintf(nm, sizeof nm, "gate+up %s 8 experts of 768x2048 direct", gguf_type_get(t)->name);
         row(nm, us, 2.0 * K * F * rbe);
         us = time_us([&](int i) {
-            k_gateup2<3><<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, capg)>>>(wg[i % 2], (int)t, rbe, wu[i % 2], (int)t, rbe, E, F, sel + (i % 4) * 8, xf, xq, xd, h, hq, hd, F, capg);
+            k_gateup2<3><<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, capg)>>>(wg[i % 2], (int)t, rbe, wu[i % 2], (int)t, rbe, E, F, sel + (i % 4) * 8, xf, xq, xd, h, hq, hd, F, capg, nullptr, 0.f);
         });
         snprintf(nm, sizeof nm, "gate+up %s 8 experts of 768x2048 staged", gguf_type_get(t)->name);
         row(nm, us, 2.0 * K * F * rbe);

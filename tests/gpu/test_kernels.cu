@@ -274,7 +274,7 @@ static void test_experts() {
         if (variant < 2) {
             /* variant 1: a small staging cap, so rows go through several chunks */
             const int cap = variant == 0 ? std::min(1536, stage_cap(wg.rb)) : std::min(stage_cap(wg.rb), 256 + 48);
-            k_gateup2<3><<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, cap)>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, xf, xq, xd, h, hq, hd, Fpad, cap);
+            k_gateup2<3><<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, cap)>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, xf, xq, xd, h, hq, hd, Fpad, cap, nullptr, 0.f);
         } else {
             k_gateup<<<dim3(cdiv(F, 32), K), NTHR>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, xf, xq, xd, h, hq, hd, Fpad);
         }
@@ -371,12 +371,12 @@ static void test_rmsnorm_topk() {
         for (int k = 0; k < fstride; k++) fids[(size_t)i * fstride + k] = (i * 37 + k * 11) % ne;
     int *dfids = dup(fids), *don = dalloc<int>(1), one = 1, zero = 0;
     CU(cudaMemcpy(don, &zero, sizeof(int), cudaMemcpyHostToDevice));
-    k_topk<<<nt, WARP, ne * 4>>>(dl, ne, K, ds, dsw, rec, dfids, fstride, don);
+    k_topk<<<nt, WARP, ne * 4>>>(dl, ne, K, ds, dsw, rec, nullptr, dfids, fstride, don);
     CU(cudaGetLastError());
     std::vector<int> gs = back(ds, nt * K), gr = back(rec, nt * K);
     std::vector<float> gw = back(dsw, nt * K);
     CU(cudaMemcpy(don, &one, sizeof(int), cudaMemcpyHostToDevice));
-    k_topk<<<nt, WARP, ne * 4>>>(dl, ne, K, ds, dsw, rec, dfids, fstride, don);
+    k_topk<<<nt, WARP, ne * 4>>>(dl, ne, K, ds, dsw, rec, nullptr, dfids, fstride, don);
     CU(cudaGetLastError());
     std::vector<int> fs = back(ds, nt * K), fr = back(rec, nt * K);
     std::vector<float> fw = back(dsw, nt * K);
@@ -411,6 +411,176 @@ static void test_rmsnorm_topk() {
     report(fok, "router with forced expert ids: the given ids, weights renormalized over them, own choice still recorded");
     cudaFree(dx); cudaFree(dw); cudaFree(out); cudaFree(od); cudaFree(o16); cudaFree(oq); cudaFree(dl); cudaFree(dsw); cudaFree(ds); cudaFree(rec);
     cudaFree(dfids); cudaFree(don);
+}
+
+/* RMSNorm as norm_x computes it (f32, eps 1e-6), and the int8 rounding warp_quant applies */
+static std::vector<float> host_rmsnorm(const std::vector<float> &x, const std::vector<float> &w) {
+    double ss = 0;
+    for (float v : x) ss += (double)v * v;
+    const float sc = 1.0f / sqrtf((float)(ss / x.size()) + 1e-6f);
+    std::vector<float> o(x.size());
+    for (size_t i = 0; i < x.size(); i++) o[i] = w[i] * x[i] * sc;
+    return o;
+}
+static std::vector<float> host_q8(const std::vector<float> &v) {
+    std::vector<float> o(v);
+    for (size_t g = 0; g + 32 <= v.size(); g += 32) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = std::max(amax, fabsf(v[g + j]));
+        const float s = amax / 127.f;
+        for (int j = 0; j < 32; j++) o[g + j] = amax > 0 ? std::max(-127.f, std::min(127.f, nearbyintf(v[g + j] / s))) * s : 0.f;
+    }
+    return o;
+}
+
+/* RMSNorm folded into the staged matvec and gate+up: the kernels get the residual and the
+ * norm weights, and must give what the normed (and, in int8 mode, quantized) x gives. One
+ * int8 rounding step that lands the other way moves a sum by ~1e-5 of its scale; 5e-5. */
+static void test_norm_fused() {
+    const uint32_t ts[] = {GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_Q8_0, GGML_TYPE_IQ4_XS, GGML_TYPE_Q4_0, GGML_TYPE_F16, GGML_TYPE_F32};
+    for (uint32_t t : ts) {
+        const int ncols = t == GGML_TYPE_Q4_0 ? 1056 : 2048, nrows = 21;
+        HostW w = make_w(t, ncols, nrows);
+        std::vector<float> r(ncols), nw(ncols);
+        for (auto &v : r) v = 3 * randn();
+        for (auto &v : nw) v = 1 + 0.2f * randn();
+        const std::vector<float> xn = host_rmsnorm(r, nw), xq = host_q8(xn);
+        float *dr = dup(r), *dnw = dup(nw), *y = dalloc<float>(nrows), *dxd = dalloc<float>(ncols / 32 + 8);
+        int8_t *dxq = dalloc<int8_t>(ncols + 256);   /* only a flag for int8 mode: the kernel must not read it */
+        uint8_t *dw = dup(w.q);
+        for (int mode = 0; mode < 2; mode++) {   /* 0: int8 activations, 1: f32 */
+            const bool i8 = mode == 0 && !type_is_float_d(t);
+            poison(y, nrows * 4);
+            MVArgs a;
+            memset(&a, 0, sizeof a);
+            a.s[0] = {dw, y, w.rb, (int)t, ncols, nrows, 0, 0};
+            a.nseg = 1; a.xf = dr; a.xq = mode == 0 ? dxq : nullptr; a.xd = dxd; a.nw = dnw; a.eps = 1e-6f;
+            const int cap = type_is_float_d(t) ? 16 : stage_cap(w.rb);
+            k_mmv2<<<cdiv(nrows, MV2_WARPS * MV2_R), MV2_WARPS * WARP, mmv2_smem(ncols, cap, true)>>>(a, cap, ncols);
+            CU(cudaGetLastError());
+            std::vector<float> got = back(y, nrows);
+            const std::vector<float> &xs = i8 ? xq : xn;
+            std::vector<double> ref(nrows), sc(nrows);
+            for (int rr = 0; rr < nrows; rr++) {
+                double s2 = 0, a2 = 0;
+                for (int i = 0; i < ncols; i++) { s2 += (double)w.f[(size_t)rr * ncols + i] * xs[i]; a2 += fabs((double)w.f[(size_t)rr * ncols + i] * xs[i]); }
+                ref[rr] = s2; sc[rr] = a2;
+            }
+            char what[128];
+            snprintf(what, sizeof what, "matvec with RMSNorm folded in, %s %dx%d %s", tname(t), nrows, ncols, mode == 0 ? "int8-x" : "f32-x");
+            check_vec(what, got, ref, sc, 5e-5);
+        }
+        /* gate+up with the norm folded in: 3 experts of F rows */
+        if (!type_is_float_d(t) || t == GGML_TYPE_F16) {
+            const int F = 64, NE = 4, K = 3, E = ncols, Fpad = 64;
+            HostW wg = make_w(t, E, (long)F * NE), wu = make_w(t, E, (long)F * NE);
+            const std::vector<int> sel = {2, 0, 3};
+            int *dsel = dup(sel);
+            uint8_t *dg = dup(wg.q), *du = dup(wu.q);
+            float *h = dalloc<float>((size_t)K * Fpad), *hd = dalloc<float>((size_t)K * Fpad / 32 + 8);
+            int8_t *hq = dalloc<int8_t>((size_t)K * Fpad + 256);
+            for (int mode = 0; mode < 2; mode++) {
+                const bool i8 = mode == 0 && !type_is_float_d(t);
+                poison(h, (size_t)K * Fpad * 4);
+                const int cap = std::min(1536, stage_cap(wg.rb));
+                k_gateup2<3><<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, cap, true)>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, dr,
+                                                                                       mode == 0 ? dxq : nullptr, dxd, h, hq, hd, Fpad, cap, dnw, 1e-6f);
+                CU(cudaGetLastError());
+                std::vector<float> gh = back(h, (size_t)K * F);
+                const std::vector<float> &xs = i8 ? xq : xn;
+                std::vector<double> ref(K * F), sc(K * F);
+                for (int k = 0; k < K; k++)
+                    for (int rr = 0; rr < F; rr++) {
+                        double g = 0, u = 0, ag = 0, au = 0;
+                        const size_t row = ((size_t)sel[k] * F + rr) * E;
+                        for (int i = 0; i < E; i++) {
+                            g += (double)wg.f[row + i] * xs[i]; ag += fabs((double)wg.f[row + i] * xs[i]);
+                            u += (double)wu.f[row + i] * xs[i]; au += fabs((double)wu.f[row + i] * xs[i]);
+                        }
+                        ref[k * F + rr] = silu_d(g) * u;
+                        sc[k * F + rr] = (fabs(silu_d(g)) + 1) * au + fabs(u) * ag + 1e-6;
+                    }
+                char what[128];
+                snprintf(what, sizeof what, "gate+up+SwiGLU with RMSNorm folded in, %s E=%d F=%d %s", tname(t), E, F, mode == 0 ? "int8-x" : "f32-x");
+                check_vec(what, gh, ref, sc, 5e-5);
+            }
+            cudaFree(dsel); cudaFree(dg); cudaFree(du); cudaFree(h); cudaFree(hd); cudaFree(hq);
+        }
+        cudaFree(dr); cudaFree(dnw); cudaFree(y); cudaFree(dxd); cudaFree(dxq); cudaFree(dw);
+    }
+}
+
+/* The fused decode router (matvec + softmax + top-k + renormalization in one launch)
+ * against a double-precision CPU router: three launches in a row on the same counter
+ * (own choice, forced ids, own choice on a new x), so a counter left non-zero by one
+ * launch shows up as a missing result in the next. */
+static void test_router(int E, int ne, int K, bool norm) {
+    std::vector<float> w((size_t)ne * E), r0(E), r1(E), nw(E);
+    for (auto &v : w) v = 0.05f * randn();
+    for (auto &v : r0) v = 3 * randn();
+    for (auto &v : r1) v = 3 * randn();
+    for (auto &v : nw) v = 1 + 0.2f * randn();
+    /* with norm the kernel gets the residual and normalizes it itself */
+    const std::vector<float> x0 = norm ? host_rmsnorm(r0, nw) : r0, x1 = norm ? host_rmsnorm(r1, nw) : r1;
+    float *dnw = dup(nw);
+    std::vector<int> fids(K);
+    for (int k = 0; k < K; k++) fids[k] = (k * 7 + 3) % ne;
+    float *dw = dup(w), *dx0 = dup(norm ? r0 : x0), *dx1 = dup(norm ? r1 : x1), *dlog = dalloc<float>(ne), *dsw = dalloc<float>(K);
+    int *ds = dalloc<int>(K), *drec = dalloc<int>(K), *dfids = dup(fids), *don = dalloc<int>(1), zero = 0, one = 1;
+    float *drecp = dalloc<float>(K);
+    unsigned *done = dalloc<unsigned>(1);
+    CU(cudaMemset(done, 0, sizeof(unsigned)));
+    const int grid = cdiv(ne, RT_WARPS);
+    bool ok = true;
+    double worst_l = 0, worst_w = 0;
+    for (int run = 0; run < 3; run++) {
+        const std::vector<float> &x = run == 2 ? x1 : x0;
+        const bool forced = run == 1;
+        CU(cudaMemcpy(don, forced ? &one : &zero, sizeof(int), cudaMemcpyHostToDevice));
+        poison(ds, K * sizeof(int)); poison(dsw, K * sizeof(float)); poison(drec, K * sizeof(int)); poison(dlog, ne * sizeof(float)); poison(drecp, K * sizeof(float));
+        k_router<<<grid, RT_WARPS * WARP, router_smem(ne, E, norm)>>>(dw, run == 2 ? dx1 : dx0, E, ne, K, dlog, done, ds, dsw, drec, drecp, dfids, don, run & 1,
+                                                                     norm ? dnw : nullptr, 1e-6f);
+        CU(cudaGetLastError());
+        std::vector<int> gs = back(ds, K), gr = back(drec, K);
+        std::vector<float> gw = back(dsw, K), gl = back(dlog, ne), grp = back(drecp, K);
+        std::vector<unsigned> gd = back(done, 1);
+        if (gd[0] != 0) ok = false;
+        std::vector<double> lg(ne), p(ne);
+        double mx = -1e30, sum = 0;
+        for (int e = 0; e < ne; e++) {
+            double a = 0, sc = 0;
+            for (int i = 0; i < E; i++) { a += (double)w[(size_t)e * E + i] * x[i]; sc += fabs((double)w[(size_t)e * E + i] * x[i]); }
+            lg[e] = a;
+            const double err = fabs(gl[e] - a) / (sc + 1e-30);
+            worst_l = std::max(worst_l, err);
+            if (!(err < 1e-5)) ok = false;
+            mx = std::max(mx, a);
+        }
+        for (int e = 0; e < ne; e++) { p[e] = exp(lg[e] - mx); sum += p[e]; }
+        for (int e = 0; e < ne; e++) p[e] /= sum;
+        std::vector<int> idx(ne);
+        for (int e = 0; e < ne; e++) idx[e] = e;
+        std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return p[a] > p[b]; });
+        double ws = 0, fs = 0;
+        for (int k = 0; k < K; k++) { ws += p[idx[k]]; fs += p[fids[k]]; }
+        for (int k = 0; k < K; k++) {
+            /* own choice: the same ids in the same order unless two probabilities tie to 1e-6 */
+            const int own = gr[k];
+            if (own < 0 || own >= ne || (own != idx[k] && !(fabs(p[own] - p[idx[k]]) < 1e-6))) ok = false;
+            /* recp: the router's own probability of its own choice, before renormalization */
+            if (own >= 0 && own < ne && !(fabs(grp[k] - p[own]) < 1e-6)) ok = false;
+            const int want = forced ? fids[k] : own;
+            if (gs[k] != want) ok = false;
+            const double ref = (own >= 0 && own < ne) ? (forced ? p[fids[k]] / fs : p[own] / ws) : 0;
+            const double err = fabs(gw[k] - ref);
+            worst_w = std::max(worst_w, err);
+            if (!(err < 1e-5)) ok = false;
+        }
+    }
+    report(ok, "fused router%s E=%d, %d experts, top-%d: logits (worst rel %.2g), ids, own probabilities, weights (worst %.2g), forced ids, counter reset",
+           norm ? " with RMSNorm" : "", E, ne, K, worst_l, worst_w);
+    cudaFree(dw); cudaFree(dx0); cudaFree(dx1); cudaFree(dlog); cudaFree(dsw); cudaFree(ds); cudaFree(drec); cudaFree(dfids); cudaFree(don);
+    cudaFree(done); cudaFree(dnw); cudaFree(drecp);
 }
 
 /* qk-norm + NEOX RoPE + cache write, then chunked attention + combine, vs CPU */
@@ -526,6 +696,12 @@ int main(int argc, char **argv) {
     test_mmv();
     test_experts();
     test_rmsnorm_topk();
+    test_router(2048, 128, 8, false);
+    test_router(258, 60, 4, false);
+    test_router(256, 8, 2, false);
+    test_router(2048, 128, 8, true);
+    test_router(258, 60, 4, true);
+    test_norm_fused();
     test_attention(128, 32, 4, 700, 517, 3, 256);
     test_attention(64, 6, 2, 300, 41, 5, 32);
     test_attention(256, 8, 8, 130, 129, 1, 64);
