@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bench/pdl_ab.sh — decode A/B of environment settings on one model, in one call:
-# --bench under each of CONFIGS (space-separated; commas join several variables of one
-# config), at depth 0 and DEPTH2 (D2CONFIGS there, default the same).
+# bench/ab.sh — A/B of builds and environment settings on one model, in one call:
+# --bench under each of CONFIGS (space-separated; commas join several settings of one
+# config; bin=NAME runs build/gpu/NAME instead of build/gpu/qwen3moe), at depth 0 and
+# DEPTH2 (D2CONFIGS there, default the same).
 # Default: programmatic dependent launch on and off (QWEN3MOE_PDL=1 / 0).
 # Uses the carried build/gpu binaries. REPS, DEPTH2, MIX as in bench/device.sh.
 cd "$(dirname "$0")/.." || exit 2
@@ -17,7 +18,9 @@ for d in 0 $DEPTH2; do
     cfgs=$CONFIGS; [ "$d" != 0 ] && cfgs=$D2CONFIGS
     for p in $cfgs; do
         ctx=$((d + 1024)); [ $ctx -lt 4096 ] && ctx=4096
-        env $(echo "$p" | tr ',' ' ') $B/qwen3moe -m $M --bench -p 512 -n 128 -d $d -r $REPS -c $ctx --json 2>/tmp/pdl-ab.log |
+        bin=$B/qwen3moe envs=()
+        for kv in $(echo "$p" | tr ',' ' '); do case $kv in bin=*) bin=$B/${kv#bin=} ;; *) envs+=("$kv") ;; esac; done
+        env "${envs[@]}" $bin -m $M --bench -p 512 -n 128 -d $d -r $REPS -c $ctx --json 2>/tmp/pdl-ab.log |
             python3 -c "import json,sys;d=json.load(sys.stdin);p,g=d['prefill'],d['decode'];print(f\"$MIX depth {d['depth']} $p: pp512 {p['tok_s']:.1f}  tg128 {g['tok_s']:.1f} ({g['min']:.1f}..{g['max']:.1f})  {d['card']}\")" ||
             tail -3 /tmp/pdl-ab.log
     done
