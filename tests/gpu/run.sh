@@ -78,6 +78,16 @@ if "$GEN" -q -o "$m" --preset tiny --type q4_k --seed 11 > /dev/null 2>&1; then
     rm -f "$m"
 fi
 
+# 3b''. the older unstaged decode kernels (QWEN3MOE_MMV=direct, kept for A/B), which still
+# take their input from the separate RMSNorm launches, under the strict thresholds
+m=$LOG/direct.gguf
+if "$GEN" -q -o "$m" --preset tiny --type q4_k --seed 11 > /dev/null 2>&1; then
+    QWEN3MOE_MMV=direct "$Q" -m "$m" --parity --raw -p "$PROMPT" -n 12 > "$LOG/direct.parity.log" 2>&1; rc=$?
+    if [ "$rc" -eq 0 ]; then ok "parity with QWEN3MOE_MMV=direct: $(grep -E 'mean cosine|expert sets' "$LOG/direct.parity.log" | tr -s ' ' | tr '\n' ';')"
+    else nok "parity with QWEN3MOE_MMV=direct (exit $rc)"; tail -8 "$LOG/direct.parity.log"; fi
+    rm -f "$m"
+fi
+
 # 3b'. --parity takes its tokens from every input mode: -f, stdin, --prompt-ids (and -p above)
 m=$LOG/modes.gguf
 if "$GEN" -q -o "$m" --preset tiny --type q8_0 --seed 4 > /dev/null 2>&1; then
