@@ -636,6 +636,17 @@ __device__ __forceinline__ void rows_any(int type, const uint8_t *w0, size_t rb,
  * runs the per-type dot products out of shared memory. This keeps many wide loads
  * in flight per lane whatever the block layout (most quant blocks are only 2-byte
  * aligned, so direct loads would be 2-4 bytes wide). */
+/* Decode's staged kernels come specialized for the quant types of llama.cpp's common mixes
+ * (one type, no switch over twelve: fewer registers and no spills), the template argument
+ * being the ggml type; SPEC_NONE is the generic kernel, for every type and for f32 x. */
+#define SPEC_NONE (-1)
+#define SPEC_TYPES(X) X(GGML_TYPE_Q4_0) X(GGML_TYPE_Q8_0) X(GGML_TYPE_Q4_K) X(GGML_TYPE_Q5_K) X(GGML_TYPE_Q6_K)
+static inline int spec_type(int type, bool int8_x) {
+#define SPEC_CASE(T) case T:
+    if (int8_x) switch (type) { SPEC_TYPES(SPEC_CASE) return type; default: break; }
+#undef SPEC_CASE
+    return SPEC_NONE;
+}
 #define STAGE_MAXV 5                        /* 16-byte vectors per lane per row: rows of up to 2560 staged bytes */
 #define STAGE_CAP_MAX (STAGE_MAXV * 512)
 /* 16-byte global -> shared copy that needs no registers (sm_80+), L2 only */
@@ -719,17 +730,21 @@ __device__ __forceinline__ void rows_qs(const uint8_t *w0, const uint8_t *w1, in
 
 /* The first chunk of rows_qs<T, R, MV>'s copies for a type known only at run time
  * (staged path: quantized types with int8 x). Returns whether it issued anything. */
-template <int R, int MV>
+template <int R, int MV, int TT>
 __device__ __forceinline__ bool rows_pre_issue(int type, const uint8_t *w0, const uint8_t *w1, int split, size_t rb, int nv0, int nv1, uint8_t *buf,
                                                int cap) {
     int sb;
-    switch (type) {
-#define SB_CASE(TT) case TT: sb = stage_sb<TT>(); break;
-    SB_CASE(GGML_TYPE_Q4_0) SB_CASE(GGML_TYPE_Q4_1) SB_CASE(GGML_TYPE_Q5_0) SB_CASE(GGML_TYPE_Q5_1) SB_CASE(GGML_TYPE_Q8_0)
-    SB_CASE(GGML_TYPE_IQ4_NL) SB_CASE(GGML_TYPE_IQ4_XS) SB_CASE(GGML_TYPE_Q2_K) SB_CASE(GGML_TYPE_Q3_K) SB_CASE(GGML_TYPE_Q4_K)
-    SB_CASE(GGML_TYPE_Q5_K) SB_CASE(GGML_TYPE_Q6_K)
+    if constexpr (TT >= 0) {
+        sb = stage_sb<TT>();
+    } else {
+        switch (type) {
+#define SB_CASE(T_) case T_: sb = stage_sb<T_>(); break;
+        SB_CASE(GGML_TYPE_Q4_0) SB_CASE(GGML_TYPE_Q4_1) SB_CASE(GGML_TYPE_Q5_0) SB_CASE(GGML_TYPE_Q5_1) SB_CASE(GGML_TYPE_Q8_0)
+        SB_CASE(GGML_TYPE_IQ4_NL) SB_CASE(GGML_TYPE_IQ4_XS) SB_CASE(GGML_TYPE_Q2_K) SB_CASE(GGML_TYPE_Q3_K) SB_CASE(GGML_TYPE_Q4_K)
+        SB_CASE(GGML_TYPE_Q5_K) SB_CASE(GGML_TYPE_Q6_K)
 #undef SB_CASE
-    default: return false;
+        default: return false;
+        }
     }
     rows_issue<R>(w0, w1, split, rb, nv0, nv1, 0, min((size_t)stage_ipc<MV>(sb, cap) * sb, rb), buf, cap);
     return true;
@@ -737,39 +752,43 @@ __device__ __forceinline__ bool rows_pre_issue(int type, const uint8_t *w0, cons
 
 /* Staged dispatch (quantized types with int8 x); float types and the exact fallback
  * read global memory directly, one part at a time. */
-template <int R, int MV>
+template <int R, int MV, int TT = SPEC_NONE>
 __device__ __forceinline__ void rows_any_s(int type, const uint8_t *w0, const uint8_t *w1, int split, size_t rb, int nv0, int nv1, int ncols,
                                            const float *xf, const int8_t *xq, const float *xd, float *acc, uint8_t *buf, int cap, bool pre = false) {
-    if (!xq || type_is_float_d(type)) {
-        rows_any<R>(type, w0, rb, split < R ? min(nv0, split) : nv0, ncols, xf, xq, xd, acc);
-        if (split < R) {
-            float t[R];
+    if constexpr (TT >= 0) {   /* a kernel specialized for one quant type with int8 x: no switch */
+        rows_qs<TT, R, MV>(w0, w1, split, rb, nv0, nv1, ncols, xq, xd, acc, buf, cap, pre);
+    } else {
+        if (!xq || type_is_float_d(type)) {
+            rows_any<R>(type, w0, rb, split < R ? min(nv0, split) : nv0, ncols, xf, xq, xd, acc);
+            if (split < R) {
+                float t[R];
 #pragma unroll
-            for (int r = 0; r < R; r++) t[r] = 0.f;
-            rows_any<R>(type, w1, rb, min(nv1, R - split), ncols, xf, xq, xd, t);
+                for (int r = 0; r < R; r++) t[r] = 0.f;
+                rows_any<R>(type, w1, rb, min(nv1, R - split), ncols, xf, xq, xd, t);
 #pragma unroll
-            for (int r = 0; r < R; r++)
-                if (r >= split) acc[r] += t[r - split];
+                for (int r = 0; r < R; r++)
+                    if (r >= split) acc[r] += t[r - split];
+            }
+            return;
         }
-        return;
-    }
 #define RQS(TT) rows_qs<TT, R, MV>(w0, w1, split, rb, nv0, nv1, ncols, xq, xd, acc, buf, cap, pre)
-    switch (type) {
-    case GGML_TYPE_Q4_0: RQS(GGML_TYPE_Q4_0); break;
-    case GGML_TYPE_Q4_1: RQS(GGML_TYPE_Q4_1); break;
-    case GGML_TYPE_Q5_0: RQS(GGML_TYPE_Q5_0); break;
-    case GGML_TYPE_Q5_1: RQS(GGML_TYPE_Q5_1); break;
-    case GGML_TYPE_Q8_0: RQS(GGML_TYPE_Q8_0); break;
-    case GGML_TYPE_IQ4_NL: RQS(GGML_TYPE_IQ4_NL); break;
-    case GGML_TYPE_IQ4_XS: RQS(GGML_TYPE_IQ4_XS); break;
-    case GGML_TYPE_Q2_K: RQS(GGML_TYPE_Q2_K); break;
-    case GGML_TYPE_Q3_K: RQS(GGML_TYPE_Q3_K); break;
-    case GGML_TYPE_Q4_K: RQS(GGML_TYPE_Q4_K); break;
-    case GGML_TYPE_Q5_K: RQS(GGML_TYPE_Q5_K); break;
-    case GGML_TYPE_Q6_K: RQS(GGML_TYPE_Q6_K); break;
-    default: break;
-    }
+        switch (type) {
+        case GGML_TYPE_Q4_0: RQS(GGML_TYPE_Q4_0); break;
+        case GGML_TYPE_Q4_1: RQS(GGML_TYPE_Q4_1); break;
+        case GGML_TYPE_Q5_0: RQS(GGML_TYPE_Q5_0); break;
+        case GGML_TYPE_Q5_1: RQS(GGML_TYPE_Q5_1); break;
+        case GGML_TYPE_Q8_0: RQS(GGML_TYPE_Q8_0); break;
+        case GGML_TYPE_IQ4_NL: RQS(GGML_TYPE_IQ4_NL); break;
+        case GGML_TYPE_IQ4_XS: RQS(GGML_TYPE_IQ4_XS); break;
+        case GGML_TYPE_Q2_K: RQS(GGML_TYPE_Q2_K); break;
+        case GGML_TYPE_Q3_K: RQS(GGML_TYPE_Q3_K); break;
+        case GGML_TYPE_Q4_K: RQS(GGML_TYPE_Q4_K); break;
+        case GGML_TYPE_Q5_K: RQS(GGML_TYPE_Q5_K); break;
+        case GGML_TYPE_Q6_K: RQS(GGML_TYPE_Q6_K); break;
+        default: break;
+        }
 #undef RQS
+    }
 }
 
 /* Copy x (int8, n bytes, n % 16 == 0 after padding) and its n/32 scales into shared
@@ -1352,6 +1371,7 @@ __global__ void __launch_bounds__(NTHR) k_down(const uint8_t *__restrict__ wd, i
 #ifndef MV2_MINB
 #define MV2_MINB 8   /* 64 registers a thread: 8 blocks an SM fit (the 640 q/k/v blocks in one wave); measured +1.8% tg128 */
 #endif
+template <int TT>
 __global__ void __launch_bounds__(MV2_WARPS * WARP, MV2_MINB) k_mmv2(const MVArgs a, int cap, int xn) {
     extern __shared__ __align__(16) uint8_t sbuf[];
     int si = 0;
@@ -1372,7 +1392,7 @@ __global__ void __launch_bounds__(MV2_WARPS * WARP, MV2_MINB) k_mmv2(const MVArg
     uint8_t *wbuf = sbuf + xpad + xpad / 8 + (a.nw ? 4 * xpad : 0) + warp * MV2_R * cap;
     const int row0 = (((int)blockIdx.x - s.blk0) * MV2_WARPS + warp) * MV2_R;
     const int nvalid = min(MV2_R, s.nrows - row0);
-    const bool pre = a.xq && row0 < s.nrows && rows_pre_issue<MV2_R, 5>(s.type, s.w + (size_t)row0 * s.rb, nullptr, MV2_R, s.rb, nvalid, 0, wbuf, cap);
+    const bool pre = a.xq && row0 < s.nrows && rows_pre_issue<MV2_R, 5, TT>(s.type, s.w + (size_t)row0 * s.rb, nullptr, MV2_R, s.rb, nvalid, 0, wbuf, cap);
     cp_async_commit();
     pdl_enter();
     if (a.nw) norm_x(a.xf, xn, a.eps, xsf, a.xq ? xs : nullptr, xds, true);
@@ -1382,7 +1402,7 @@ __global__ void __launch_bounds__(MV2_WARPS * WARP, MV2_MINB) k_mmv2(const MVArg
     float acc[MV2_R];
 #pragma unroll
     for (int r = 0; r < MV2_R; r++) acc[r] = 0.f;
-    rows_any_s<MV2_R, 5>(s.type, s.w + (size_t)row0 * s.rb, nullptr, MV2_R, s.rb, nvalid, 0, s.ncols, a.nw ? xsf : a.xf, a.xq ? xs : nullptr, xds, acc,
+    rows_any_s<MV2_R, 5, TT>(s.type, s.w + (size_t)row0 * s.rb, nullptr, MV2_R, s.rb, nvalid, 0, s.ncols, a.nw ? xsf : a.xf, a.xq ? xs : nullptr, xds, acc,
                          wbuf, cap, pre);
 #pragma unroll
     for (int r = 0; r < MV2_R; r++) acc[r] = warp_sum(acc[r]);
@@ -1406,7 +1426,7 @@ static size_t mmv2_smem(int xn, int cap, bool norm = false) {
  * go (8 rows of loads in flight), so one DRAM round trip per warp. The 32 outputs are
  * quantized to int8 in the block for the down projection. Grid (F/32, k). MV = 3:
  * rows up to 1.5 KB at once (2048-wide K-quants); MV = 5: gate and up in two passes. */
-template <int MV>
+template <int MV, int TT = SPEC_NONE>
 __global__ void __launch_bounds__(NTHR) k_gateup2(const uint8_t *__restrict__ wg, int tg, size_t rbg, const uint8_t *__restrict__ wu, int tu,
                                                   size_t rbu, int E, int F, const int *__restrict__ sel, const float *__restrict__ xf,
                                                   const int8_t *__restrict__ xq, const float *__restrict__ xd, float *__restrict__ h,
@@ -1429,7 +1449,7 @@ __global__ void __launch_bounds__(NTHR) k_gateup2(const uint8_t *__restrict__ wg
     const uint8_t *g0 = wg + ((size_t)e * F + r0) * rbg, *u0 = wu + ((size_t)e * F + r0) * rbu;
     /* the expert's rows go out as soon as its id is known, before the norm and x staging */
     const bool fused = MV == 3 && tg == tu && rbg == rbu;
-    const bool pre = xq && fused && nvalid > 0 && rows_pre_issue<8, MV>(tg, g0, u0, 4, rbg, nvalid, nvalid, buf, cap);
+    const bool pre = xq && fused && nvalid > 0 && rows_pre_issue<8, MV, TT>(tg, g0, u0, 4, rbg, nvalid, nvalid, buf, cap);
     cp_async_commit();
     if (nw) {
         norm_x(xf, E, eps, xsf, xq ? xs : nullptr, xds, true);
@@ -1440,7 +1460,9 @@ __global__ void __launch_bounds__(NTHR) k_gateup2(const uint8_t *__restrict__ wg
     __syncthreads();
     float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
     if (nvalid > 0) {
-        if (fused) {
+        if constexpr (TT >= 0) {   /* specialized: gate and up of one type, int8 x (the host checks) */
+            rows_any_s<8, MV, TT>(tg, g0, u0, 4, rbg, nvalid, nvalid, E, xf, xs, xds, acc, buf, cap, pre);
+        } else if (fused) {
             rows_any_s<8, MV>(tg, g0, u0, 4, rbg, nvalid, nvalid, E, xf, xq ? xs : nullptr, xds, acc, buf, cap, pre);
         } else {
             rows_any_s<4, MV>(tg, g0, nullptr, 4, rbg, nvalid, 0, E, xf, xq ? xs : nullptr, xds, acc, buf, cap);
@@ -1467,10 +1489,10 @@ static size_t gateup2_smem(int E, int cap, bool norm = false) {
 /* Staged down projection of all k experts + routing weights + residual: block = RD
  * output rows, warp per expert slot (its h staged in the warp's shared memory, then
  * RD rows staged at once); fixed-order sum over experts (deterministic, no atomics). */
-template <int RD, int MV>
 #ifndef DOWN2_MINB
 #define DOWN2_MINB 2   /* 128 registers a thread (168 unbounded): two 50 KB blocks an SM, the 256 blocks in one wave */
 #endif
+template <int RD, int MV, int TT = SPEC_NONE>
 __global__ void __launch_bounds__(NTHR, DOWN2_MINB) k_down2(const uint8_t *__restrict__ wd, int td, size_t rbd, int F, int E, const int *__restrict__ sel,
                                                 const float *__restrict__ selw, int K, const float *__restrict__ hf, const int8_t *__restrict__ hq,
                                                 const float *__restrict__ hd, int Fpad, float *__restrict__ x, int cap) {
@@ -1503,7 +1525,7 @@ __global__ void __launch_bounds__(NTHR, DOWN2_MINB) k_down2(const uint8_t *__res
         float t[RD];
 #pragma unroll
         for (int r = 0; r < RD; r++) t[r] = 0.f;
-        rows_any_s<RD, MV>(td, wd + ((size_t)e * E + r0) * rbd, nullptr, RD, rbd, nvalid, 0, F, hf + (size_t)k * F, hq ? xs : nullptr, xds, t, buf,
+        rows_any_s<RD, MV, TT>(td, wd + ((size_t)e * E + r0) * rbd, nullptr, RD, rbd, nvalid, 0, F, hf + (size_t)k * F, hq ? xs : nullptr, xds, t, buf,
                            cap);
 #pragma unroll
         for (int r = 0; r < RD; r++) acc[r] += wk * t[r];
@@ -1521,16 +1543,48 @@ __global__ void __launch_bounds__(NTHR, DOWN2_MINB) k_down2(const uint8_t *__res
     }
 }
 static size_t down2_smem(int F, int RD, int cap) { return (size_t)(NTHR / WARP) * (xq_pad(F) + xq_pad(F) / 8 + RD * cap); }
-/* the staged kernels may use more than 48 KB of dynamic shared memory */
+/* The staged kernels for a type: specialized where spec_type gives one, else generic */
+typedef void (*MmvKernel)(const MVArgs, int, int);
+typedef void (*GateUpKernel)(const uint8_t *, int, size_t, const uint8_t *, int, size_t, int, int, const int *, const float *, const int8_t *,
+                             const float *, float *, int8_t *, float *, int, int, const float *, float);
+typedef void (*DownKernel)(const uint8_t *, int, size_t, int, int, const int *, const float *, int, const float *, const int8_t *, const float *, int,
+                           float *, int);
+static MmvKernel mmv2_kernel(int tt) {
+#define SPEC_CASE(T) case T: return k_mmv2<T>;
+    switch (tt) { SPEC_TYPES(SPEC_CASE) default: return k_mmv2<SPEC_NONE>; }
+#undef SPEC_CASE
+}
+static GateUpKernel gateup2_kernel(int tt) {
+#define SPEC_CASE(T) case T: return k_gateup2<3, T>;
+    switch (tt) { SPEC_TYPES(SPEC_CASE) default: return k_gateup2<3>; }
+#undef SPEC_CASE
+}
+static DownKernel down2_kernel(int tt) {
+#define SPEC_CASE(T) case T: return k_down2<8, 2, T>;
+    switch (tt) { SPEC_TYPES(SPEC_CASE) default: return k_down2<8, 2>; }
+#undef SPEC_CASE
+}
+
+/* the staged kernels may use more than 48 KB of dynamic shared memory; and all of the
+ * SM's unified memory as shared memory: otherwise the driver may pick a 64 KB carveout
+ * and fit one down block per SM (seen with ncu), i.e. two waves */
+template <class K> static cudaError_t smem_attrs(K k) {
+    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    return e;
+}
 static cudaError_t set_smem_attrs() {
-    cudaError_t e = cudaFuncSetAttribute(k_mmv2, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_gateup2<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_down2<8, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
-    /* all of the SM's unified memory as shared memory: otherwise the driver may pick a
-     * 64 KB carveout and fit one down block per SM (seen with ncu), i.e. two waves */
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_mmv2, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_gateup2<3>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_down2<8, 2>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    static const int tts[] = {
+#define SPEC_LIST(T) T,
+        SPEC_TYPES(SPEC_LIST) SPEC_NONE
+#undef SPEC_LIST
+    };
+    cudaError_t e = cudaSuccess;
+    for (int tt : tts) {
+        if (e == cudaSuccess) e = smem_attrs(mmv2_kernel(tt));
+        if (e == cudaSuccess) e = smem_attrs(gateup2_kernel(tt));
+        if (e == cudaSuccess) e = smem_attrs(down2_kernel(tt));
+    }
     return e;
 }
 
@@ -2086,13 +2140,14 @@ static int launch_mmv(GpuModel *g, const DT *const *w, float *const *y, const in
         CK(launch_k(g, k_mmv<2>, blocks, NTHR, 0, a));
         return 0;
     }
-    int cap = 16, blocks2 = 0;
+    int cap = 16, blocks2 = 0, tt = spec_type(a.s[0].type, a.xq != nullptr);
     for (int i = 0; i < nseg; i++) {
         if (!type_is_float_d(a.s[i].type)) cap = std::max(cap, stage_cap(a.s[i].rb));
+        if (a.s[i].type != a.s[0].type) tt = SPEC_NONE;
         a.s[i].blk0 = blocks2;
         blocks2 += cdiv(a.s[i].nrows, MV2_WARPS * MV2_R);
     }
-    CK(launch_k(g, k_mmv2, blocks2, MV2_WARPS * WARP, mmv2_smem(a.s[0].ncols, cap, nw != nullptr), a, cap, a.s[0].ncols));
+    CK(launch_k(g, mmv2_kernel(tt), blocks2, MV2_WARPS * WARP, mmv2_smem(a.s[0].ncols, cap, nw != nullptr), a, cap, a.s[0].ncols));
     return 0;
 }
 
@@ -2110,12 +2165,11 @@ static int launch_experts(GpuModel *g, const DLayer &L, const float *xf, const i
         return 0;
     }
     const int capg = std::min(3 * 512, std::max(stage_cap(L.gate.rb), stage_cap(L.up.rb)));
-    CK(launch_k(g, k_gateup2<3>, dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, capg, nw != nullptr), L.gate.p, L.gate.type, L.gate.rb, L.up.p, L.up.type,
+    const int ttg = L.gate.type == L.up.type && L.gate.rb == L.up.rb ? spec_type(L.gate.type, xq != nullptr) : SPEC_NONE;
+    CK(launch_k(g, gateup2_kernel(ttg), dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, capg, nw != nullptr), L.gate.p, L.gate.type, L.gate.rb, L.up.p, L.up.type,
                 L.up.rb, E, F, g->sel, xf, xq, xd, g->h, hq, g->hd, g->Fpad, capg, nw, c.rms_eps));
     const int capd = std::min(2 * 512, stage_cap(L.down.rb));
-    void (*kd)(const uint8_t *, int, size_t, int, int, const int *, const float *, int, const float *, const int8_t *, const float *, int, float *,
-               int) = k_down2<8, 2>;
-    CK(launch_k(g, kd, cdiv(E, 8), NTHR, down2_smem(F, 8, capd), L.down.p, L.down.type, L.down.rb, F, E, g->sel, g->selw, K, g->h, hq, g->hd, g->Fpad,
+    CK(launch_k(g, down2_kernel(spec_type(L.down.type, hq != nullptr)), cdiv(E, 8), NTHR, down2_smem(F, 8, capd), L.down.p, L.down.type, L.down.rb, F, E, g->sel, g->selw, K, g->h, hq, g->hd, g->Fpad,
                 x, capd));
     return 0;
 }

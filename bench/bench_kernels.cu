@@ -86,7 +86,7 @@ int main() {
                 a.nseg = 1; a.xf = xf; a.xq = xq; a.xd = xd;
                 if (var == 0) {
                     const int cap = type_is_float_d(m.t) ? 16 : stage_cap(rb);
-                    k_mmv2<<<cdiv(m.nrows, MV2_WARPS * MV2_R), MV2_WARPS * WARP, mmv2_smem(m.ncols, cap)>>>(a, cap, m.ncols);
+                    mmv2_kernel(spec_type((int)m.t, a.xq != nullptr))<<<cdiv(m.nrows, MV2_WARPS * MV2_R), MV2_WARPS * WARP, mmv2_smem(m.ncols, cap)>>>(a, cap, m.ncols);
                 } else {
                     k_mmv<2><<<cdiv(m.nrows, 16), NTHR>>>(a);
                 }
@@ -109,7 +109,7 @@ int main() {
         snprintf(nm, sizeof nm, "gate+up %s 8 experts of 768x2048 direct", gguf_type_get(t)->name);
         row(nm, us, 2.0 * K * F * rbe);
         us = time_us([&](int i) {
-            k_gateup2<3><<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, capg)>>>(wg[i % 2], (int)t, rbe, wu[i % 2], (int)t, rbe, E, F, sel + (i % 4) * 8, xf, xq, xd, h, hq, hd, F, capg, nullptr, 0.f);
+            gateup2_kernel(spec_type(t, true))<<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, capg)>>>(wg[i % 2], (int)t, rbe, wu[i % 2], (int)t, rbe, E, F, sel + (i % 4) * 8, xf, xq, xd, h, hq, hd, F, capg, nullptr, 0.f);
         });
         snprintf(nm, sizeof nm, "gate+up %s 8 experts of 768x2048 staged", gguf_type_get(t)->name);
         row(nm, us, 2.0 * K * F * rbe);
@@ -119,7 +119,7 @@ int main() {
         snprintf(nm, sizeof nm, "down %s 8 experts of 2048x768 direct", gguf_type_get(t)->name);
         row(nm, us, 1.0 * K * E * rbf);
         us = time_us([&](int i) {
-            k_down2<8, 2><<<cdiv(E, 8), NTHR, down2_smem(F, 8, capd)>>>(wd[i % 2], (int)t, rbf, F, E, sel + (i % 4) * 8, selw, K, h, hq, hd, F, y, capd);
+            down2_kernel(spec_type(t, true))<<<cdiv(E, 8), NTHR, down2_smem(F, 8, capd)>>>(wd[i % 2], (int)t, rbf, F, E, sel + (i % 4) * 8, selw, K, h, hq, hd, F, y, capd);
         });
         snprintf(nm, sizeof nm, "down %s 8 experts of 2048x768 staged", gguf_type_get(t)->name);
         row(nm, us, 1.0 * K * E * rbf);

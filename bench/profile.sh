@@ -28,7 +28,7 @@ ii = head.index("ID")
 L, T = int(sys.argv[2]), int(sys.argv[3])
 by = {}
 for r in rows:
-    name = re.sub(r"\(.*", "", r[ki])
+    name = re.sub(r"\(.*", "", r[ki].replace("(int)", ""))
     v = float(r[vi].replace(",", ""))
     u = r[ui]
     if r[mi] == "gpu__time_duration.sum":

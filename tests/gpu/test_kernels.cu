@@ -162,8 +162,12 @@ static void test_mmv() {
             quant_x(x, &xf, &xq, &xd, xdq);
             uint8_t *dw = dup(w.q);
             float *y = dalloc<float>(nrows);
-            for (int mode = 0; mode < 4; mode++) {   /* 0/2: int8 activations, 1/3: f32 activations; 0/1 staged kernel, 2/3 direct */
+            /* 0/2/4: int8 activations, 1/3: f32 activations; 0/1 staged kernel (0: the one the
+             * decode path picks, specialized for the type where there is one), 2/3 direct,
+             * 4: the generic staged kernel on a type that also has a specialized one */
+            for (int mode = 0; mode < 5; mode++) {
                 if (mode % 2 == 0 && !xq) continue;
+                if (mode == 4 && spec_type(t, true) == SPEC_NONE) continue;
                 poison(y, nrows * 4);
                 MVArgs a;
                 memset(&a, 0, sizeof a);
@@ -172,9 +176,10 @@ static void test_mmv() {
                 a.xf = xf;
                 a.xq = mode % 2 == 0 ? xq : nullptr;
                 a.xd = xd;
-                if (mode < 2) {
+                if (mode < 2 || mode == 4) {
                     const int cap = type_is_float_d(t) ? 16 : stage_cap(w.rb);
-                    k_mmv2<<<cdiv(nrows, MV2_WARPS * MV2_R), MV2_WARPS * WARP, mmv2_smem(ncols, cap)>>>(a, cap, ncols);
+                    const MmvKernel k = mode == 4 ? k_mmv2<SPEC_NONE> : mmv2_kernel(spec_type(t, a.xq != nullptr));
+                    k<<<cdiv(nrows, MV2_WARPS * MV2_R), MV2_WARPS * WARP, mmv2_smem(ncols, cap)>>>(a, cap, ncols);
                 } else {
                     k_mmv<2><<<cdiv(nrows, 16), NTHR>>>(a);
                 }
@@ -197,7 +202,8 @@ static void test_mmv() {
                     }
                 }
                 char what[128];
-                snprintf(what, sizeof what, "matvec %s %s %dx%d %s", mode < 2 ? "staged" : "direct", tname(t), nrows, ncols, mode % 2 == 0 ? "int8-x" : "f32-x");
+                snprintf(what, sizeof what, "matvec %s %s %dx%d %s", mode == 4 ? "staged generic" : mode < 2 ? (mode == 0 && spec_type(t, true) != SPEC_NONE ? "staged specialized" : "staged") : "direct",
+                         tname(t), nrows, ncols, mode % 2 == 0 ? "int8-x" : "f32-x");
                 check_vec(what, got, ref, sc, 2e-5);
             }
             cudaFree(dw); cudaFree(y); cudaFree(xf); if (xq) cudaFree(xq); if (xd) cudaFree(xd);
@@ -230,7 +236,7 @@ static void test_mmv() {
         a.nseg = 3; a.xf = xf; a.xq = xq; a.xd = xd;
         int cap = 16, b2 = 0;
         for (int s = 0; s < 3; s++) { cap = std::max(cap, stage_cap(w[s].rb)); a.s[s].blk0 = b2; b2 += cdiv(nr[s], MV2_WARPS * MV2_R); }
-        k_mmv2<<<b2, MV2_WARPS * WARP, mmv2_smem(ncols, cap)>>>(a, cap, ncols);
+        k_mmv2<SPEC_NONE><<<b2, MV2_WARPS * WARP, mmv2_smem(ncols, cap)>>>(a, cap, ncols);
         (void)blocks;
         CU(cudaGetLastError());
         for (int s = 0; s < 3; s++) {
@@ -274,7 +280,9 @@ static void test_experts() {
         if (variant < 2) {
             /* variant 1: a small staging cap, so rows go through several chunks */
             const int cap = variant == 0 ? std::min(1536, stage_cap(wg.rb)) : std::min(stage_cap(wg.rb), 256 + 48);
-            k_gateup2<3><<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, cap)>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, xf, xq, xd, h, hq, hd, Fpad, cap, nullptr, 0.f);
+            /* variant 0: the kernel decode picks (specialized where the type has one); 1: generic */
+            const GateUpKernel kg = variant == 0 ? gateup2_kernel(spec_type(t, xq != nullptr)) : k_gateup2<3>;
+            kg<<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, cap)>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, xf, xq, xd, h, hq, hd, Fpad, cap, nullptr, 0.f);
         } else {
             k_gateup<<<dim3(cdiv(F, 32), K), NTHR>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, xf, xq, xd, h, hq, hd, Fpad);
         }
@@ -305,7 +313,10 @@ static void test_experts() {
             for (int r = 0; r < F; r++)
                 hx[k * F + r] = type_is_float_d(t) ? gh[k * F + r] : (float)ghq[k * Fpad + r] * ghd[(k * Fpad + r) / 32];
         const int capd = variant == 0 ? std::min(1024, stage_cap(wd.rb)) : std::min(stage_cap(wd.rb), 256 + 48);
-        if (variant < 2) k_down2<8, 2><<<cdiv(E, 8), NTHR, down2_smem(F, 8, capd)>>>(dd, (int)t, wd.rb, F, E, dsel, dselw, K, h, hq, hd, Fpad, dres, capd);
+        if (variant < 2) {
+            const DownKernel kd = variant == 0 ? down2_kernel(spec_type(t, hq != nullptr)) : k_down2<8, 2>;
+            kd<<<cdiv(E, 8), NTHR, down2_smem(F, 8, capd)>>>(dd, (int)t, wd.rb, F, E, dsel, dselw, K, h, hq, hd, Fpad, dres, capd);
+        }
         else k_down<<<cdiv(E, 8), NTHR>>>(dd, (int)t, wd.rb, F, E, dsel, dselw, K, h, hq, hd, Fpad, dres);
         CU(cudaGetLastError());
         std::vector<float> got = back(dres, E);
@@ -456,7 +467,7 @@ static void test_norm_fused() {
             a.s[0] = {dw, y, w.rb, (int)t, ncols, nrows, 0, 0};
             a.nseg = 1; a.xf = dr; a.xq = mode == 0 ? dxq : nullptr; a.xd = dxd; a.nw = dnw; a.eps = 1e-6f;
             const int cap = type_is_float_d(t) ? 16 : stage_cap(w.rb);
-            k_mmv2<<<cdiv(nrows, MV2_WARPS * MV2_R), MV2_WARPS * WARP, mmv2_smem(ncols, cap, true)>>>(a, cap, ncols);
+            mmv2_kernel(spec_type(t, a.xq != nullptr))<<<cdiv(nrows, MV2_WARPS * MV2_R), MV2_WARPS * WARP, mmv2_smem(ncols, cap, true)>>>(a, cap, ncols);
             CU(cudaGetLastError());
             std::vector<float> got = back(y, nrows);
             const std::vector<float> &xs = i8 ? xq : xn;
@@ -483,7 +494,7 @@ static void test_norm_fused() {
                 const bool i8 = mode == 0 && !type_is_float_d(t);
                 poison(h, (size_t)K * Fpad * 4);
                 const int cap = std::min(1536, stage_cap(wg.rb));
-                k_gateup2<3><<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, cap, true)>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, dr,
+                gateup2_kernel(spec_type(t, mode == 0))<<<dim3(cdiv(F, 32), K), NTHR, gateup2_smem(E, cap, true)>>>(dg, (int)t, wg.rb, du, (int)t, wu.rb, E, F, dsel, dr,
                                                                                        mode == 0 ? dxq : nullptr, dxd, h, hq, hd, Fpad, cap, dnw, 1e-6f);
                 CU(cudaGetLastError());
                 std::vector<float> gh = back(h, (size_t)K * F);
