@@ -256,6 +256,25 @@ static void test_mmv() {
 
 static double silu_d(double g) { return g / (1.0 + exp(-g)); }
 
+/* gate+up+SwiGLU of the K selected experts in double precision, with the scale each
+ * output's error is measured against */
+static void ref_gateup(const HostW &wg, const HostW &wu, const std::vector<int> &sel, int K, int F, int E, const std::vector<float> &xs,
+                       std::vector<double> &ref, std::vector<double> &sc) {
+    ref.assign((size_t)K * F, 0);
+    sc.assign((size_t)K * F, 0);
+    for (int k = 0; k < K; k++)
+        for (int r = 0; r < F; r++) {
+            double g = 0, u = 0, ag = 0, au = 0;
+            const size_t row = ((size_t)sel[k] * F + r) * E;
+            for (int i = 0; i < E; i++) {
+                g += (double)wg.f[row + i] * xs[i]; ag += fabs((double)wg.f[row + i] * xs[i]);
+                u += (double)wu.f[row + i] * xs[i]; au += fabs((double)wu.f[row + i] * xs[i]);
+            }
+            ref[k * F + r] = silu_d(g) * u;
+            sc[k * F + r] = (fabs(silu_d(g)) + 1) * au + fabs(u) * ag + 1e-6;
+        }
+}
+
 static void test_experts() {
   for (int variant = 0; variant < 3; variant++)   /* 0: staged, down 8 rows; 1: staged, down 2 rows; 2: direct */
     for (uint32_t t : TYPES) {
@@ -290,19 +309,8 @@ static void test_experts() {
         std::vector<float> gh = back(h, (size_t)K * F);
         std::vector<int8_t> ghq = back(hq, (size_t)K * Fpad);
         std::vector<float> ghd = back(hd, (size_t)K * Fpad / 32);
-        const std::vector<float> &xs = type_is_float_d(t) ? x : xdq;
-        std::vector<double> ref(K * F), sc(K * F);
-        for (int k = 0; k < K; k++)
-            for (int r = 0; r < F; r++) {
-                double g = 0, u = 0, ag = 0, au = 0;
-                const size_t row = ((size_t)sel[k] * F + r) * E;
-                for (int i = 0; i < E; i++) {
-                    g += (double)wg.f[row + i] * xs[i]; ag += fabs((double)wg.f[row + i] * xs[i]);
-                    u += (double)wu.f[row + i] * xs[i]; au += fabs((double)wu.f[row + i] * xs[i]);
-                }
-                ref[k * F + r] = silu_d(g) * u;
-                sc[k * F + r] = (fabs(silu_d(g)) + 1) * au + fabs(u) * ag + 1e-6;
-            }
+        std::vector<double> ref, sc;
+        ref_gateup(wg, wu, sel, K, F, E, type_is_float_d(t) ? x : xdq, ref, sc);
         char what[128];
         static const char *vn[3] = {"staged", "staged in small chunks", "direct"};
         snprintf(what, sizeof what, "%s gate+up+SwiGLU, k=%d experts in one launch, %s E=%d F=%d", vn[variant], K, tname(t), E, F);
@@ -498,19 +506,8 @@ static void test_norm_fused() {
                                                                                        mode == 0 ? dxq : nullptr, dxd, h, hq, hd, Fpad, cap, dnw, 1e-6f);
                 CU(cudaGetLastError());
                 std::vector<float> gh = back(h, (size_t)K * F);
-                const std::vector<float> &xs = i8 ? xq : xn;
-                std::vector<double> ref(K * F), sc(K * F);
-                for (int k = 0; k < K; k++)
-                    for (int rr = 0; rr < F; rr++) {
-                        double g = 0, u = 0, ag = 0, au = 0;
-                        const size_t row = ((size_t)sel[k] * F + rr) * E;
-                        for (int i = 0; i < E; i++) {
-                            g += (double)wg.f[row + i] * xs[i]; ag += fabs((double)wg.f[row + i] * xs[i]);
-                            u += (double)wu.f[row + i] * xs[i]; au += fabs((double)wu.f[row + i] * xs[i]);
-                        }
-                        ref[k * F + rr] = silu_d(g) * u;
-                        sc[k * F + rr] = (fabs(silu_d(g)) + 1) * au + fabs(u) * ag + 1e-6;
-                    }
+                std::vector<double> ref, sc;
+                ref_gateup(wg, wu, sel, K, F, E, i8 ? xq : xn, ref, sc);
                 char what[128];
                 snprintf(what, sizeof what, "gate+up+SwiGLU with RMSNorm folded in, %s E=%d F=%d %s", tname(t), E, F, mode == 0 ? "int8-x" : "f32-x");
                 check_vec(what, gh, ref, sc, 5e-5);
