@@ -1369,7 +1369,7 @@ __global__ void __launch_bounds__(NTHR) k_down(const uint8_t *__restrict__ wd, i
 #define MV2_WARPS 4
 #define MV2_R 2
 #ifndef MV2_MINB
-#define MV2_MINB 8   /* 64 registers a thread: 8 blocks an SM fit (the 640 q/k/v blocks in one wave); measured +1.8% tg128 */
+#define MV2_MINB 5   /* ~100 registers a thread: 5 blocks an SM, just enough for the 640 q/k/v blocks in one wave (measured: 5 > 4, 6 > 8 > 12) */
 #endif
 template <int TT>
 __global__ void __launch_bounds__(MV2_WARPS * WARP, MV2_MINB) k_mmv2(const MVArgs a, int cap, int xn) {
