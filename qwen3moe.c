@@ -1811,18 +1811,14 @@ static double cosine(const float *a, const float *b, int n, double *max_abs) {
     return ab / sqrt(aa * bb);
 }
 
-static int same_set(const int *a, const int *b, int k) {
-    for (int i = 0; i < k; i++) {
-        int found = 0;
-        for (int j = 0; j < k; j++) if (a[i] == b[j]) { found = 1; break; }
-        if (!found) return 0;
-    }
-    return 1;
-}
-
 static int in_set(const int *set, int k, int e) {
     for (int i = 0; i < k; i++) if (set[i] == e) return 1;
     return 0;
+}
+
+static int same_set(const int *a, const int *b, int k) {
+    for (int i = 0; i < k; i++) if (!in_set(b, k, a[i])) return 0;
+    return 1;
 }
 
 /* The GPU router's largest probability error on its own choice gi (probabilities gp),

@@ -883,6 +883,59 @@ struct MVArgs {
     float eps;
 };
 
+/* Epilogues shared by the direct and the staged kernels. */
+/* Matvec: reduce each row's lane partials and store (or add) it; track the argmax. */
+template <int R>
+__device__ __forceinline__ void mmv_store(const MVSeg &s, const MVArgs &a, float *acc, int row0, int nvalid) {
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
+    if (threadIdx.x % WARP) return;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        if (r >= nvalid) break;
+        float v = acc[r];
+        if (s.accum) v += s.y[row0 + r];
+        s.y[row0 + r] = v;
+        if (a.amax && v == v) atomicMax(a.amax, argmax_key(v, row0 + r));
+    }
+}
+/* Gate+up of a block of 32 rows (each warp 4): SwiGLU, h in f32, and when hq the 32
+ * outputs quantized to int8 as one group for the down projection. Every thread calls it. */
+__device__ __forceinline__ void swiglu_store(const float *ag, const float *au, int nvalid, int k, int F, int r0, float *h, int8_t *hq, float *hd,
+                                             int Fpad) {
+    __shared__ float hs[32];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const float g = warp_sum(ag[r]), u = warp_sum(au[r]);
+        if (lane == 0) {
+            const float v = r < nvalid ? g / (1.0f + expf(-g)) * u : 0.f;
+            hs[warp * 4 + r] = v;
+            if (r < nvalid) h[(size_t)k * F + r0 + r] = v;
+        }
+    }
+    if (!hq) return;
+    __syncthreads();
+    if (warp == 0) warp_quant(hs[lane], hq + (size_t)k * Fpad + blockIdx.x * 32, hd + (size_t)k * (Fpad / 32) + blockIdx.x);
+}
+/* Down: sum the warps' (expert slots') partials in a fixed order, add to the residual. */
+template <int RD>
+__device__ __forceinline__ void down_store(const float *acc, int r0, int nvalid, float *x) {
+    __shared__ float part[NTHR / WARP][RD];
+    const int warp = threadIdx.x / WARP;
+#pragma unroll
+    for (int r = 0; r < RD; r++) {
+        const float v = warp_sum(acc[r]);
+        if (threadIdx.x % WARP == 0) part[warp][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < nvalid) {
+        float s = 0.f;
+        for (int w = 0; w < NTHR / WARP; w++) s += part[w][threadIdx.x];
+        x[r0 + threadIdx.x] += s;
+    }
+}
+
 /* y (+)= W x for up to 3 weights in one launch (q, k, v). Reads every weight byte
  * once (warp per R rows, lanes on consecutive bytes) and x from L1; R rows per
  * warp share each activation load and keep R weight loads in flight. */
@@ -892,7 +945,7 @@ __global__ void __launch_bounds__(NTHR) k_mmv(const MVArgs a) {
     int si = 0;
     while (si + 1 < a.nseg && (int)blockIdx.x >= a.s[si + 1].blk0) si++;
     const MVSeg &s = a.s[si];
-    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
     const int row0 = (((int)blockIdx.x - s.blk0) * (NTHR / WARP) + warp) * R;
     if (row0 >= s.nrows) return;
     const int nvalid = min(R, s.nrows - row0);
@@ -900,18 +953,7 @@ __global__ void __launch_bounds__(NTHR) k_mmv(const MVArgs a) {
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.f;
     rows_any<R>(s.type, s.w + (size_t)row0 * s.rb, s.rb, nvalid, s.ncols, a.xf, a.xq, a.xd, acc);
-#pragma unroll
-    for (int r = 0; r < R; r++) acc[r] = warp_sum(acc[r]);
-    if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            if (r >= nvalid) break;
-            float v = acc[r];
-            if (s.accum) v += s.y[row0 + r];
-            s.y[row0 + r] = v;
-            if (a.amax && v == v) atomicMax(a.amax, argmax_key(v, row0 + r));
-        }
-    }
+    mmv_store<R>(s, a, acc, row0, nvalid);
 }
 
 /* Embedding rows for ntok tokens (ids in device memory): reads one row each. Also
@@ -1303,9 +1345,8 @@ __global__ void __launch_bounds__(NTHR) k_gateup(const uint8_t *__restrict__ wg,
                                                  const int8_t *__restrict__ xq, const float *__restrict__ xd, float *__restrict__ h,
                                                  int8_t *__restrict__ hq, float *__restrict__ hd, int Fpad) {
     pdl_enter();
-    __shared__ float hs[32];
     const int k = blockIdx.y, e = sel[k];
-    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
     const int r0 = blockIdx.x * 32 + warp * 4;
     const int nvalid = min(4, F - r0);
     float ag[4] = {0.f, 0.f, 0.f, 0.f}, au[4] = {0.f, 0.f, 0.f, 0.f};
@@ -1313,18 +1354,7 @@ __global__ void __launch_bounds__(NTHR) k_gateup(const uint8_t *__restrict__ wg,
         rows_any<4>(tg, wg + ((size_t)e * F + r0) * rbg, rbg, nvalid, E, xf, xq, xd, ag);
         rows_any<4>(tu, wu + ((size_t)e * F + r0) * rbu, rbu, nvalid, E, xf, xq, xd, au);
     }
-#pragma unroll
-    for (int r = 0; r < 4; r++) {
-        const float g = warp_sum(ag[r]), u = warp_sum(au[r]);
-        if (lane == 0) {
-            const float v = r < nvalid ? g / (1.0f + expf(-g)) * u : 0.f;
-            hs[warp * 4 + r] = v;
-            if (r < nvalid) h[(size_t)k * F + r0 + r] = v;
-        }
-    }
-    if (!hq) return;
-    __syncthreads();
-    if (warp == 0) warp_quant(hs[lane], hq + (size_t)k * Fpad + blockIdx.x * 32, hd + (size_t)k * (Fpad / 32) + blockIdx.x);
+    swiglu_store(ag, au, nvalid, k, F, r0, h, hq, hd, Fpad);
 }
 
 /* down of all k experts, weighted by the routing weights, summed in a fixed order
@@ -1334,8 +1364,7 @@ __global__ void __launch_bounds__(NTHR) k_down(const uint8_t *__restrict__ wd, i
                                                const float *__restrict__ selw, int K, const float *__restrict__ hf, const int8_t *__restrict__ hq,
                                                const float *__restrict__ hd, int Fpad, float *__restrict__ x) {
     pdl_enter();
-    __shared__ float part[NTHR / WARP][8];
-    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
     const int r0 = blockIdx.x * 8, nvalid = min(8, E - r0);
     float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
     for (int k = warp; k < K; k += NTHR / WARP) {
@@ -1347,17 +1376,7 @@ __global__ void __launch_bounds__(NTHR) k_down(const uint8_t *__restrict__ wd, i
 #pragma unroll
         for (int r = 0; r < 8; r++) acc[r] += wk * t[r];
     }
-#pragma unroll
-    for (int r = 0; r < 8; r++) {
-        const float v = warp_sum(acc[r]);
-        if (lane == 0) part[warp][r] = v;
-    }
-    __syncthreads();
-    if (threadIdx.x < nvalid) {
-        float s = 0.f;
-        for (int w = 0; w < NTHR / WARP; w++) s += part[w][threadIdx.x];
-        x[r0 + threadIdx.x] += s;
-    }
+    down_store<8>(acc, r0, nvalid, x);
 }
 
 
@@ -1388,7 +1407,7 @@ __global__ void __launch_bounds__(MV2_WARPS * WARP, MV2_MINB) k_mmv2(const MVArg
     if (a.nw) norm_stage_w(a.nw, xn, xsf);
     cp_async_commit();
     /* the warp's weight rows are constants: their copies go out before the wait too */
-    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
     uint8_t *wbuf = sbuf + xpad + xpad / 8 + (a.nw ? 4 * xpad : 0) + warp * MV2_R * cap;
     const int row0 = (((int)blockIdx.x - s.blk0) * MV2_WARPS + warp) * MV2_R;
     const int nvalid = min(MV2_R, s.nrows - row0);
@@ -1404,18 +1423,7 @@ __global__ void __launch_bounds__(MV2_WARPS * WARP, MV2_MINB) k_mmv2(const MVArg
     for (int r = 0; r < MV2_R; r++) acc[r] = 0.f;
     rows_any_s<MV2_R, 5, TT>(s.type, s.w + (size_t)row0 * s.rb, nullptr, MV2_R, s.rb, nvalid, 0, s.ncols, a.nw ? xsf : a.xf, a.xq ? xs : nullptr, xds, acc,
                          wbuf, cap, pre);
-#pragma unroll
-    for (int r = 0; r < MV2_R; r++) acc[r] = warp_sum(acc[r]);
-    if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < MV2_R; r++) {
-            if (r >= nvalid) break;
-            float v = acc[r];
-            if (s.accum) v += s.y[row0 + r];
-            s.y[row0 + r] = v;
-            if (a.amax && v == v) atomicMax(a.amax, argmax_key(v, row0 + r));
-        }
-    }
+    mmv_store<MV2_R>(s, a, acc, row0, nvalid);
 }
 static size_t mmv2_smem(int xn, int cap, bool norm = false) {
     return (size_t)xq_pad(xn) + xq_pad(xn) / 8 + (norm ? 4 * (size_t)xq_pad(xn) : 0) + (size_t)MV2_WARPS * MV2_R * cap;
@@ -1433,7 +1441,6 @@ __global__ void __launch_bounds__(NTHR) k_gateup2(const uint8_t *__restrict__ wg
                                                   int8_t *__restrict__ hq, float *__restrict__ hd, int Fpad, int cap, const float *__restrict__ nw,
                                                   float eps) {
     extern __shared__ __align__(16) uint8_t sbuf[];
-    __shared__ float hs[32];
     const int xpad = xq_pad(E);
     int8_t *xs = (int8_t *)sbuf;
     float *xds = (float *)(sbuf + xpad);
@@ -1442,7 +1449,7 @@ __global__ void __launch_bounds__(NTHR) k_gateup2(const uint8_t *__restrict__ wg
     cp_async_commit();
     pdl_enter();
     const int k = blockIdx.y, e = sel[k];
-    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
     uint8_t *buf = sbuf + xpad + xpad / 8 + (nw ? 4 * xpad : 0) + warp * 8 * cap;
     const int r0 = blockIdx.x * 32 + warp * 4;
     const int nvalid = min(4, F - r0);
@@ -1469,18 +1476,7 @@ __global__ void __launch_bounds__(NTHR) k_gateup2(const uint8_t *__restrict__ wg
             rows_any_s<4, MV>(tu, u0, nullptr, 4, rbu, nvalid, 0, E, xf, xq ? xs : nullptr, xds, acc + 4, buf, cap);
         }
     }
-#pragma unroll
-    for (int r = 0; r < 4; r++) {
-        const float g = warp_sum(acc[r]), u = warp_sum(acc[4 + r]);
-        if (lane == 0) {
-            const float v = r < nvalid ? g / (1.0f + expf(-g)) * u : 0.f;
-            hs[warp * 4 + r] = v;
-            if (r < nvalid) h[(size_t)k * F + r0 + r] = v;
-        }
-    }
-    if (!hq) return;
-    __syncthreads();
-    if (warp == 0) warp_quant(hs[lane], hq + (size_t)k * Fpad + blockIdx.x * 32, hd + (size_t)k * (Fpad / 32) + blockIdx.x);
+    swiglu_store(acc, acc + 4, nvalid, k, F, r0, h, hq, hd, Fpad);
 }
 static size_t gateup2_smem(int E, int cap, bool norm = false) {
     return (size_t)xq_pad(E) + xq_pad(E) / 8 + (norm ? 4 * (size_t)xq_pad(E) : 0) + (size_t)8 * 8 * cap;
@@ -1497,7 +1493,6 @@ __global__ void __launch_bounds__(NTHR, DOWN2_MINB) k_down2(const uint8_t *__res
                                                 const float *__restrict__ selw, int K, const float *__restrict__ hf, const int8_t *__restrict__ hq,
                                                 const float *__restrict__ hd, int Fpad, float *__restrict__ x, int cap) {
     extern __shared__ __align__(16) uint8_t sbuf[];
-    __shared__ float part[NTHR / WARP][RD];
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int r0 = blockIdx.x * RD, nvalid = min(RD, E - r0);
     /* Under PDL this block starts once every k_gateup2 block has passed its own wait, i.e.
@@ -1530,17 +1525,7 @@ __global__ void __launch_bounds__(NTHR, DOWN2_MINB) k_down2(const uint8_t *__res
 #pragma unroll
         for (int r = 0; r < RD; r++) acc[r] += wk * t[r];
     }
-#pragma unroll
-    for (int r = 0; r < RD; r++) {
-        const float v = warp_sum(acc[r]);
-        if (lane == 0) part[warp][r] = v;
-    }
-    __syncthreads();
-    if (threadIdx.x < nvalid) {
-        float s = 0.f;
-        for (int w = 0; w < NTHR / WARP; w++) s += part[w][threadIdx.x];
-        x[r0 + threadIdx.x] += s;
-    }
+    down_store<RD>(acc, r0, nvalid, x);
 }
 static size_t down2_smem(int F, int RD, int cap) { return (size_t)(NTHR / WARP) * (xq_pad(F) + xq_pad(F) / 8 + RD * cap); }
 /* The staged kernels for a type: specialized where spec_type gives one, else generic */
