@@ -1959,6 +1959,7 @@ static int run_parity(const Options *o, const Model *m, const Tokenizer *t, cons
     int pass = mean_cos >= o->par_mean_cos && min_cos >= o->par_min_cos && top1 >= o->par_top1 && exps >= o->par_experts && rerr_ok;
     fprintf(stderr, "\nparity summary (%s, %d positions, %d layers, k=%d, %s)\n", info.name, P, NL, K,
             forced ? "GPU computes with the CPU's expert sets; its router's own choice is compared" : "GPU on its own routing");
+    fprintf(stderr, "  GPU decode      %s\n", info.decode);
     fprintf(stderr, "  mean cosine     %.7f   (threshold >= %g)%s\n", mean_cos, o->par_mean_cos, mean_cos >= o->par_mean_cos ? "" : "  FAIL");
     fprintf(stderr, "  min cosine      %.7f   (threshold >= %g)%s\n", min_cos, o->par_min_cos, min_cos >= o->par_min_cos ? "" : "  FAIL");
     fprintf(stderr, "  max |delta|     %.4g\n", worst_abs);
@@ -2027,6 +2028,7 @@ static int run_bench(const Options *o, const Model *m, Engine *e) {
     double copy_bw = 0;
     if (e->use_gpu) { gpu_info(e->gpu, &info); copy_bw = gpu_copy_bandwidth(e->gpu); }
     fprintf(stderr, "bench: %s, prefill %d, decode %d, depth %d, %d runs after 1 warm-up\n", info.name, np, ng, depth, reps);
+    if (e->use_gpu) fprintf(stderr, "bench: decode runs as a %s\n", info.decode);
     if (depth > 0) { engine_reset(e); engine_eval(e, toks, depth, 0, NULL); }
     for (int r = -1; r < reps; r++) {
         if (np > 0) {

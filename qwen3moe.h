@@ -66,6 +66,7 @@ typedef struct {
     char name[256];          /* the card, e.g. "NVIDIA H100 80GB HBM3" */
     size_t vram_total;       /* bytes */
     size_t vram_used_model;  /* bytes this model holds: weights + KV + scratch */
+    char decode[128];        /* how a decode step runs, e.g. "persistent kernel, 132 blocks" */
 } GpuInfo;
 
 /* Number of usable CUDA devices (0 without a driver or card); never fails. */

@@ -796,7 +796,7 @@ __device__ __forceinline__ void rows_any_s(int type, const uint8_t *w0, const ui
 __device__ __forceinline__ void stage_x(const int8_t *xq, const float *xd, int n, int8_t *xs, float *xds, int t, int nt) {
     const int nv = n / 16;
     for (int i = t; i < nv; i += nt) cp_async16(xs + 16 * i, xq + 16 * i);
-    for (int i = t; i < n / 32; i += nt) xds[i] = xd[i];
+    for (int i = t; i < n / 32; i += nt) xds[i] = __ldcg(xd + i);   /* past L1: in the persistent kernel other SMs wrote it */
     cp_async_wait_all();
 }
 __host__ __device__ static inline int xq_pad(int n) { return (n + 255) / 256 * 256; }   /* staged x bytes: whole 256-element steps */
@@ -834,13 +834,13 @@ __device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *
     float ss = 0.f;
     if ((E & 3) == 0) {
         for (int i = threadIdx.x; i < E / 4; i += blockDim.x) {
-            const float4 v = ((const float4 *)x)[i];
+            const float4 v = __ldcg((const float4 *)x + i);   /* past L1: in the persistent kernel other SMs wrote x */
             ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
             float4 *o = (float4 *)xsf + i;
             *o = make_float4(o->x * v.x, o->y * v.y, o->z * v.z, o->w * v.w);
         }
     } else {
-        for (int i = threadIdx.x; i < E; i += blockDim.x) { const float v = x[i]; ss += v * v; xsf[i] *= v; }
+        for (int i = threadIdx.x; i < E; i += blockDim.x) { const float v = __ldcg(x + i); ss += v * v; xsf[i] *= v; }
     }
     ss = warp_sum(ss);
     if (lane == 0) red[warp] = ss;
@@ -1073,6 +1073,107 @@ __global__ void k_qk_rope(float *qkv, int stride, int nh, int nkv, int D, const 
  * the query exit at once). k_attn and k_attn_combine must agree. */
 __device__ __forceinline__ int att_chunk(int ch, int pos0) { return max(ch, ((pos0 + 64) / 64 + 15) & ~15); }
 
+/* 128 threads (4 warps: a whole k_attn block, or a quarter of a persistent-kernel block)
+ * named-barrier id bar, count 128. */
+__device__ __forceinline__ void bar128(int id) { asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory"); }
+
+/* One attention work item: query heads h0.. h0+nhb-1 (q: their rows, already rotated,
+ * head after head) against positions [t0, t1) of one KV head, by 4 warps (threads
+ * threadIdx.x % 128, synchronized with bar128(bar)); writes each head's partial (acc[D],
+ * max, sum) at pp + j * pstride. sm: (8 + 4 * D) * HB floats of shared scratch. q and
+ * the cache are read past L1: in the persistent kernel other SMs wrote them. */
+template <int DPL, int HB>
+__device__ __forceinline__ void attn_part(const float *q0, float scale, int nhb, const __half *kc, const __half *vc, int kvdim, int kvh, int t0, int t1,
+                                          float *sm, float *pp, size_t pstride, int bar) {
+    const int D = DPL * WARP, lt = threadIdx.x % 128, warp = lt / WARP, lane = lt % WARP;
+    float q[HB][DPL], acc[HB][DPL], m[HB], l[HB];
+#pragma unroll
+    for (int j = 0; j < HB; j++) {
+        m[j] = -INFINITY;
+        l[j] = 0.f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++) {
+            q[j][d] = j < nhb ? __ldcg(q0 + j * D + lane * DPL + d) * scale : 0.f;
+            acc[j][d] = 0.f;
+        }
+    }
+    /* ATT_U positions per warp and step: their K/V loads are in flight together and the
+     * ATT_U x HB dot products reduce with independent shuffles, so a step costs about
+     * one round trip instead of HB dependent reductions per position (heads past nhb
+     * have q = 0 and are never written out) */
+    for (int tb = t0 + warp; tb < t1; tb += 4 * ATT_U) {
+        float kf[ATT_U][DPL], vf[ATT_U][DPL], s[ATT_U][HB];
+#pragma unroll
+        for (int u = 0; u < ATT_U; u++) {
+            const int t = tb + 4 * u;
+            const unsigned short *kp = (const unsigned short *)(kc + (size_t)t * kvdim + kvh * D + lane * DPL);
+            const unsigned short *vp = (const unsigned short *)(vc + (size_t)t * kvdim + kvh * D + lane * DPL);
+#pragma unroll
+            for (int d = 0; d < DPL; d++) {
+                kf[u][d] = t < t1 ? __half2float(__ushort_as_half(__ldcg(kp + d))) : 0.f;
+                vf[u][d] = t < t1 ? __half2float(__ushort_as_half(__ldcg(vp + d))) : 0.f;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < ATT_U; u++)
+#pragma unroll
+            for (int j = 0; j < HB; j++) {
+                float a = 0.f;
+#pragma unroll
+                for (int d = 0; d < DPL; d++) a = fmaf(q[j][d], kf[u][d], a);
+                s[u][j] = a;
+            }
+#pragma unroll
+        for (int u = 0; u < ATT_U; u++)
+#pragma unroll
+            for (int j = 0; j < HB; j++) s[u][j] = tb + 4 * u < t1 ? warp_sum(s[u][j]) : -INFINITY;
+#pragma unroll
+        for (int j = 0; j < HB; j++) {
+            float mn = m[j];
+#pragma unroll
+            for (int u = 0; u < ATT_U; u++) mn = fmaxf(mn, s[u][j]);   /* finite: position tb is valid */
+            const float corr = expf(m[j] - mn);
+            float ps = 0.f;
+#pragma unroll
+            for (int d = 0; d < DPL; d++) acc[j][d] *= corr;
+#pragma unroll
+            for (int u = 0; u < ATT_U; u++) {
+                const float p = expf(s[u][j] - mn);
+                ps += p;
+#pragma unroll
+                for (int d = 0; d < DPL; d++) acc[j][d] = fmaf(p, vf[u][d], acc[j][d]);
+            }
+            l[j] = l[j] * corr + ps;
+            m[j] = mn;
+        }
+    }
+    /* merge the 4 warps: sm = [4][HB] max, [4][HB] sum, [4][HB][D] acc */
+    float *sm_m = sm, *sm_l = sm + 4 * HB, *sm_a = sm + 8 * HB;
+#pragma unroll
+    for (int j = 0; j < HB; j++) {
+        if (lane == 0) { sm_m[warp * HB + j] = m[j]; sm_l[warp * HB + j] = l[j]; }
+#pragma unroll
+        for (int d = 0; d < DPL; d++) sm_a[(warp * HB + j) * D + lane * DPL + d] = acc[j][d];
+    }
+    bar128(bar);
+    for (int idx = lt; idx < nhb * D; idx += 128) {
+        const int j = idx / D, d = idx % D;
+        float M = -INFINITY;
+        for (int w = 0; w < 4; w++) M = fmaxf(M, sm_m[w * HB + j]);
+        float a = 0.f, L = 0.f;
+        for (int w = 0; w < 4; w++) {
+            const float mw = sm_m[w * HB + j];
+            const float f = mw == -INFINITY ? 0.f : expf(mw - M);
+            a += sm_a[(w * HB + j) * D + d] * f;
+            L += sm_l[w * HB + j] * f;
+        }
+        float *o = pp + (size_t)j * pstride;
+        o[d] = a;
+        if (d == 0) { o[D] = M; o[D + 1] = L; }
+    }
+    bar128(bar);   /* sm is free for the group's next item */
+}
+
 template <int DPL>
 __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int stride, int nh, int nkv, int D, const __half *__restrict__ kc,
                                               const __half *__restrict__ vc, int kvdim, const int *__restrict__ pos_dev, int ch, int nch,
@@ -1094,95 +1195,9 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
     }
     pdl_enter();
     if (t0 > pos) return;
-    const int t1 = min(t0 + ch, pos + 1);
-    const int h0 = kvh * G + hg * ATT_HB, nhb = min(ATT_HB, G - hg * ATT_HB);
-    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    float q[ATT_HB][DPL], acc[ATT_HB][DPL], m[ATT_HB], l[ATT_HB];
-    const float *qr = qkv + (size_t)i * stride;
-#pragma unroll
-    for (int j = 0; j < ATT_HB; j++) {
-        m[j] = -INFINITY;
-        l[j] = 0.f;
-#pragma unroll
-        for (int d = 0; d < DPL; d++) {
-            q[j][d] = j < nhb ? qr[(h0 + j) * D + lane * DPL + d] * scale : 0.f;
-            acc[j][d] = 0.f;
-        }
-    }
-    /* ATT_U positions per warp and step: their K/V loads are in flight together and the
-     * ATT_U x ATT_HB dot products reduce with independent shuffles, so a step costs about
-     * one round trip instead of ATT_HB dependent reductions per position (heads past nhb
-     * have q = 0 and are never written out) */
-    for (int tb = t0 + warp; tb < t1; tb += 4 * ATT_U) {
-        float kf[ATT_U][DPL], vf[ATT_U][DPL], s[ATT_U][ATT_HB];
-#pragma unroll
-        for (int u = 0; u < ATT_U; u++) {
-            const int t = tb + 4 * u;
-            const __half *kp = kc + (size_t)t * kvdim + kvh * D + lane * DPL;
-            const __half *vp = vc + (size_t)t * kvdim + kvh * D + lane * DPL;
-#pragma unroll
-            for (int d = 0; d < DPL; d++) {
-                kf[u][d] = t < t1 ? __half2float(kp[d]) : 0.f;
-                vf[u][d] = t < t1 ? __half2float(vp[d]) : 0.f;
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < ATT_U; u++)
-#pragma unroll
-            for (int j = 0; j < ATT_HB; j++) {
-                float a = 0.f;
-#pragma unroll
-                for (int d = 0; d < DPL; d++) a = fmaf(q[j][d], kf[u][d], a);
-                s[u][j] = a;
-            }
-#pragma unroll
-        for (int u = 0; u < ATT_U; u++)
-#pragma unroll
-            for (int j = 0; j < ATT_HB; j++) s[u][j] = tb + 4 * u < t1 ? warp_sum(s[u][j]) : -INFINITY;
-#pragma unroll
-        for (int j = 0; j < ATT_HB; j++) {
-            float mn = m[j];
-#pragma unroll
-            for (int u = 0; u < ATT_U; u++) mn = fmaxf(mn, s[u][j]);   /* finite: position tb is valid */
-            const float corr = expf(m[j] - mn);
-            float ps = 0.f;
-#pragma unroll
-            for (int d = 0; d < DPL; d++) acc[j][d] *= corr;
-#pragma unroll
-            for (int u = 0; u < ATT_U; u++) {
-                const float p = expf(s[u][j] - mn);
-                ps += p;
-#pragma unroll
-                for (int d = 0; d < DPL; d++) acc[j][d] = fmaf(p, vf[u][d], acc[j][d]);
-            }
-            l[j] = l[j] * corr + ps;
-            m[j] = mn;
-        }
-    }
-    /* merge the 4 warps: sm = [4][HB] max, [4][HB] sum, [4][HB][D] acc */
-    float *sm_m = sm, *sm_l = sm + 4 * ATT_HB, *sm_a = sm + 8 * ATT_HB;
-#pragma unroll
-    for (int j = 0; j < ATT_HB; j++) {
-        if (lane == 0) { sm_m[warp * ATT_HB + j] = m[j]; sm_l[warp * ATT_HB + j] = l[j]; }
-#pragma unroll
-        for (int d = 0; d < DPL; d++) sm_a[(warp * ATT_HB + j) * D + lane * DPL + d] = acc[j][d];
-    }
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < nhb * D; idx += blockDim.x) {
-        const int j = idx / D, d = idx % D;
-        float M = -INFINITY;
-        for (int w = 0; w < 4; w++) M = fmaxf(M, sm_m[w * ATT_HB + j]);
-        float a = 0.f, L = 0.f;
-        for (int w = 0; w < 4; w++) {
-            const float mw = sm_m[w * ATT_HB + j];
-            const float f = mw == -INFINITY ? 0.f : expf(mw - M);
-            a += sm_a[(w * ATT_HB + j) * D + d] * f;
-            L += sm_l[w * ATT_HB + j] * f;
-        }
-        float *pp = part + (((size_t)i * nh + h0 + j) * nch + c) * (D + 2);
-        pp[d] = a;
-        if (d == 0) { pp[D] = M; pp[D + 1] = L; }
-    }
+    const int h0 = kvh * G + hg * ATT_HB;
+    attn_part<DPL, ATT_HB>(qkv + (size_t)i * stride + (size_t)h0 * D, scale, min(ATT_HB, G - hg * ATT_HB), kc, vc, kvdim, kvh, t0, min(t0 + ch, pos + 1), sm,
+                   part + (((size_t)i * nh + h0) * nch + c) * (D + 2), (size_t)nch * (D + 2), 0);
 }
 
 /* Merge the chunks of each head: reads nch*(D+2) floats per head, writes the head's
@@ -1212,17 +1227,16 @@ __global__ void k_attn_combine(const float *__restrict__ part, int nh, int D, in
     if (oq) warp_quant(v, oq + (o & ~(size_t)31), od + o / 32);
 }
 
-/* Router tail, one warp: softmax over the ne logits, top-k (ties to the lower id),
- * renormalized; sp = ne floats of shared scratch. rec / recp (optional) get this router's
+/* Router tail, one warp: softmax over the ne logits in sp (shared, overwritten), top-k
+ * (ties to the lower id), renormalized. rec / recp (optional) get this router's
  * own choice and its probabilities (before renormalization). When *force_on, the experts
  * used are force[k] instead (--parity replays the CPU's choice so that a near-tie flip
- * does not spill into every later comparison), weighted by this router's probabilities.
- * Logits are read past L1 (ld.cg): in k_router other blocks of the same grid wrote them. */
-__device__ __forceinline__ void router_topk_warp(const float *lg, int ne, int K, float *sp, int *sel, float *selw, int *rec, float *recp,
-                                                 const int *__restrict__ force, const int *__restrict__ force_on) {
+ * does not spill into every later comparison), weighted by this router's probabilities. */
+__device__ __forceinline__ void router_topk_sp(float *sp, int ne, int K, int *sel, float *selw, int *rec, float *recp, const int *__restrict__ force,
+                                               const int *__restrict__ force_on) {
     const int lane = threadIdx.x % WARP;
     float mx = -INFINITY;
-    for (int e = lane; e < ne; e += WARP) { sp[e] = __ldcg(lg + e); mx = fmaxf(mx, sp[e]); }
+    for (int e = lane; e < ne; e += WARP) mx = fmaxf(mx, sp[e]);
     mx = warp_max(mx);
     float sum = 0.f;
     for (int e = lane; e < ne; e += WARP) { const float p = expf(sp[e] - mx); sp[e] = p; sum += p; }
@@ -1265,6 +1279,14 @@ __device__ __forceinline__ void router_topk_warp(const float *lg, int ne, int K,
         __syncwarp();
     }
     for (int k = lane; k < K; k += WARP) selw[k] /= wsum;
+}
+/* The same, from logits in global memory, read past L1 (ld.cg): in k_router other blocks
+ * of the same grid wrote them; sp = ne floats of shared scratch. */
+__device__ __forceinline__ void router_topk_warp(const float *lg, int ne, int K, float *sp, int *sel, float *selw, int *rec, float *recp,
+                                                 const int *__restrict__ force, const int *__restrict__ force_on) {
+    for (int e = threadIdx.x % WARP; e < ne; e += WARP) sp[e] = __ldcg(lg + e);
+    __syncwarp();
+    router_topk_sp(sp, ne, K, sel, selw, rec, recp, force, force_on);
 }
 
 /* Prefill router tail: one warp per token over logits a GEMM wrote ([n][ne]). */
@@ -1550,6 +1572,554 @@ static DownKernel down2_kernel(int tt) {
 #undef SPEC_CASE
 }
 
+/* ======================================================================
+ * Persistent decode kernel
+ *
+ * Every layer of a decode step in one cooperative launch: one block of 16 warps per SM,
+ * resident for the whole step, phases separated by grid barriers. Separate kernels
+ * could not overlap a phase's weight reads with the tail of the one before (the next
+ * kernel's blocks do not fit beside the current one's registers and shared memory);
+ * here, between arriving at a barrier and passing it, each warp asks L2 for the weight
+ * rows of its next phase, so the DRAM round trip overlaps the wait. Per layer:
+ *   A  RMSNorm (every block) + q/k/v matvec; the warp completing a head normalizes and
+ *      rotates it (q in place, k and v into the cache)
+ *   B  attention partials, (KV head, query-head group, chunk) per 4 warps
+ *   C  chunk merge per head, int8 output
+ *   D  o-proj + residual
+ *   E  RMSNorm + router logits (partials per 256 columns)
+ *   F  top-k (every block, the same), gate+up+SwiGLU of the K experts
+ *   G  down of the K experts, weighted, + residual (warp per output row: fixed order)
+ * It serves Q4_K and Q6_K weights (the Q4_K_M mix) with int8 activations and heads of 128
+ * (all Qwen3-MoE models); anything else takes the per-kernel graph.
+ * ==================================================================== */
+#define PK_WARPS 16
+#define PK_THREADS (PK_WARPS * WARP)
+#define PK_D 128                  /* head_dim served */
+#define PK_WB 9728                /* staging bytes per warp (8 rows of 1,216: a 2048-wide Q4_K row each) */
+#define PK_MAXK 8
+/* the weight types it serves: those with a wide dot (QW), the types of the Q4_K_M mix; each
+ * more type adds its code to a kernel that must stay small for the instruction cache */
+#define PK_TYPES(X) X(GGML_TYPE_Q4_K) X(GGML_TYPE_Q6_K)
+#define PK_CH 16                  /* positions per attention chunk at least (att_chunk keeps <= 64 chunks): one step of the 4 warps */
+#define PK_HB 4                   /* query heads per attention item: half of k_attn's, to stay in 128 registers */
+#define PK_PROF_MAXB 1024         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
+
+struct PLayer {
+    const uint8_t *w[7];          /* q, k, v, o, gate, up, down */
+    size_t rb[7];
+    int t[7];
+    const float *attn_norm, *q_norm, *k_norm, *ffn_norm, *router;
+    __half *kc, *vc;
+    int F;
+};
+enum { PW_Q, PW_K, PW_V, PW_O, PW_G, PW_U, PW_D };
+
+struct PArgs {
+    const PLayer *L;
+    int nl, E, nh, nkv, qdim, kvdim, ne, K, Fpad, ch, nch;
+    float eps, theta_scale, scale;
+    float *x, *qkv, *part, *rpart, *h;
+    int8_t *aq;
+    float *ad;
+    unsigned *bar, *hcnt;
+    const int *pos_dev;
+    int *rec;
+    float *recp;
+    const int *force, *force_on;
+    unsigned long long *prof;   /* QWEN3MOE_PERSIST_PROF: [barrier][block] arrival times, then [barrier] block 0's pass */
+};
+struct PSmem {
+    int8_t *xs, *hs;
+    float *xds, *xsf, *hds, *lg, *selw;
+    int *sel;
+    float *res;      /* [PK_WARPS][PK_MAXK]: a warp's row totals (rows_qp) */
+    uint8_t *wb;
+};
+static size_t pk_smem(int E, int qdim, int ne, int K, int Fpad) {
+    const size_t xp = xq_pad(std::max(E, qdim));
+    return xp + xp / 8 + 4 * (size_t)E + (size_t)K * Fpad + (size_t)K * Fpad / 8 + 4 * (size_t)((ne + 3) / 4 * 4) + 8 * PK_MAXK +
+           4 * PK_WARPS * PK_MAXK + 64 + (size_t)PK_WARPS * PK_WB;
+}
+
+/* Wide dot products: 8 lanes per 256-weight superblock and 32 weights a lane (16-byte
+ * loads), so the scale decode, the x loads and the loop are paid once per 32 weights
+ * instead of once per 8 as in QT<T>::dot (decode is bound by these instructions). X holds
+ * the lane's activations for one superblock, shared by the rows that use it. */
+template <int T> struct QW { enum { OK = 0 }; struct X {}; };
+__device__ __forceinline__ int dp4a_sum(int v) { return __dp4a(v, 0x01010101, 0); }
+template <> struct QW<GGML_TYPE_Q4_K> {
+    enum { OK = 1 };
+    struct X { int4 a, b; float d0, d1; int s0, s1; };
+    /* lane j: chunk c = j/2 of 64 weights (sub-blocks 2c and 2c+1), half j%2 of it */
+    static __device__ __forceinline__ void x(const int8_t *xq, const float *xd, int sb, int j, X &v) {
+        const int c = j >> 1, p0 = sb * 256 + 64 * c + 16 * (j & 1);
+        v.a = *(const int4 *)(xq + p0);
+        v.b = *(const int4 *)(xq + p0 + 32);
+        v.d0 = xd[sb * 8 + 2 * c];
+        v.d1 = xd[sb * 8 + 2 * c + 1];
+        v.s0 = dp4a_sum(v.a.x) + dp4a_sum(v.a.y) + dp4a_sum(v.a.z) + dp4a_sum(v.a.w);
+        v.s1 = dp4a_sum(v.b.x) + dp4a_sum(v.b.y) + dp4a_sum(v.b.z) + dp4a_sum(v.b.w);
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {   /* b: the superblock, 16-byte aligned */
+        const int c = j >> 1;
+        const uint4 q = *(const uint4 *)(b + 16 + 32 * c + 16 * (j & 1));
+        const uint32_t M = 0x0F0F0F0Fu;
+        int v0 = __dp4a((int)(q.x & M), v.a.x, 0), v1 = __dp4a((int)((q.x >> 4) & M), v.b.x, 0);
+        v0 = __dp4a((int)(q.y & M), v.a.y, v0); v1 = __dp4a((int)((q.y >> 4) & M), v.b.y, v1);
+        v0 = __dp4a((int)(q.z & M), v.a.z, v0); v1 = __dp4a((int)((q.z >> 4) & M), v.b.z, v1);
+        v0 = __dp4a((int)(q.w & M), v.a.w, v0); v1 = __dp4a((int)((q.w >> 4) & M), v.b.w, v1);
+        /* the 6-bit scales and mins of sub-blocks 2c, 2c+1 (k4_scale, both at once, no branch) */
+        const uint32_t sh = 16 * (c & 1);
+        const uint32_t A = *(const uint32_t *)(b + 4) >> sh, B = *(const uint32_t *)(b + 8) >> sh, C = *(const uint32_t *)(b + 12) >> sh;
+        const uint32_t scp = c < 2 ? A & 0x3F3Fu : (C & 0x0F0Fu) | ((A >> 2) & 0x3030u);
+        const uint32_t mp = c < 2 ? B & 0x3F3Fu : ((C >> 4) & 0x0F0Fu) | ((B >> 2) & 0x3030u);
+        const float2 dm = __half22float2(*(const __half2 *)b);
+        return dm.x * ((float)(int)(scp & 0xFF) * v.d0 * (float)v0 + (float)(int)(scp >> 8 & 0xFF) * v.d1 * (float)v1) -
+               dm.y * ((float)(int)(mp & 0xFF) * v.d0 * (float)v.s0 + (float)(int)(mp >> 8 & 0xFF) * v.d1 * (float)v.s1);
+    }
+};
+/* 8 bytes at a 2-byte aligned shared-memory address (Q6_K blocks are 210 bytes): two
+ * funnel shifts over the aligned words (one past the end may be read: rows are staged
+ * with slack) */
+__device__ __forceinline__ uint2 ld8_a2(const uint8_t *p) {
+    const uint32_t *w = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+    const uint32_t sh = ((uint32_t)(uintptr_t)p & 3u) * 8u;
+    const uint32_t a = w[0], b = w[1], c = w[2];
+    return make_uint2(__funnelshift_r(a, b, sh), __funnelshift_r(b, c, sh));
+}
+template <> struct QW<GGML_TYPE_Q6_K> {
+    enum { OK = 1 };
+    struct X { int2 x[4]; float d[4]; int s[4]; };
+    /* lane j: half h = j/4 of 128 weights, columns l0 = 8 (j%4) .. +8 of its four quarters */
+    static __device__ __forceinline__ void x(const int8_t *xq, const float *xd, int sb, int j, X &v) {
+        const int h = j >> 2, l0 = 8 * (j & 3);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            v.x[k] = *(const int2 *)(xq + sb * 256 + 128 * h + 32 * k + l0);
+            v.d[k] = xd[sb * 8 + 4 * h + k];
+            v.s[k] = dp4a_sum(v.x[k].x) + dp4a_sum(v.x[k].y);
+        }
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {
+        const int h = j >> 2, l0 = 8 * (j & 3), is = l0 >> 4;
+        const uint2 qa = ld8_a2(b + 64 * h + l0), qb = ld8_a2(b + 64 * h + 32 + l0), qh = ld8_a2(b + 128 + 32 * h + l0);
+        const uint2 sc = ld8_a2(b + 192 + 8 * h);
+        const uint32_t M = 0x0F0F0F0Fu, H = 0x30303030u;
+        int v0 = 0, v1 = 0, v2 = 0, v3 = 0;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const uint32_t a = i ? qa.y : qa.x, bb = i ? qb.y : qb.x, hh = i ? qh.y : qh.x;
+            const int xi0 = i ? v.x[0].y : v.x[0].x, xi1 = i ? v.x[1].y : v.x[1].x, xi2 = i ? v.x[2].y : v.x[2].x, xi3 = i ? v.x[3].y : v.x[3].x;
+            v0 = __dp4a((int)((a & M) | ((hh << 4) & H)), xi0, v0);
+            v1 = __dp4a((int)((bb & M) | ((hh << 2) & H)), xi1, v1);
+            v2 = __dp4a((int)(((a >> 4) & M) | (hh & H)), xi2, v2);
+            v3 = __dp4a((int)(((bb >> 4) & M) | ((hh >> 2) & H)), xi3, v3);
+        }
+        const int s0 = (int8_t)(sc.x >> (8 * is)), s1 = (int8_t)(sc.x >> (8 * is + 16)), s2 = (int8_t)(sc.y >> (8 * is)), s3 = (int8_t)(sc.y >> (8 * is + 16));
+        return ldh(b + 208) * ((float)s0 * v.d[0] * (float)(v0 - 32 * v.s[0]) + (float)s1 * v.d[1] * (float)(v1 - 32 * v.s[1]) +
+                               (float)s2 * v.d[2] * (float)(v2 - 32 * v.s[2]) + (float)s3 * v.d[3] * (float)(v3 - 32 * v.s[3]));
+    }
+};
+
+/* R rows given by pointers (row r valid when bit r of ok is set) against int8 x, staged
+ * through the warp's buffer in chunks of cap bytes a row; PX: row r has its own x at
+ * xq + r * xstr (and scales xd + r * xstr / 32). */
+/* The 16-byte copies of bytes [cb0, cb1) of the R rows into the warp's buffer (row r at
+ * buf + r * cap, from the 16-byte boundary below its start). */
+template <int R>
+__device__ __forceinline__ void rows_issue_p(const uint8_t *const *wp, unsigned ok, size_t cb0, size_t cb1, uint8_t *buf, int cap) {
+    const int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const uint8_t *gp = wp[r] + cb0;
+        const uint8_t *base = (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15);
+        const int nv = (ok >> r) & 1 ? ((int)(gp - base) + (int)(cb1 - cb0) + 15) / 16 : 0;
+#pragma unroll 1
+        for (int k = lane; k < nv; k += WARP) cp_async16(buf + r * cap + 16 * k, base + 16 * k);
+    }
+}
+/* pre: the first chunk's copies were issued already (pk_issue, the same arguments).
+ * T: a type with a wide dot (QW<T>::OK). Row r's total goes to res[r] (the warp's
+ * shared slots; read them after __syncwarp). Rows are a rolled loop (two at a time) and
+ * each a single dot in the code: the persistent kernel must stay small for the
+ * instruction cache, which a fully unrolled R x dot per phase and type overflowed. */
+template <int T, int R, bool PX>
+__device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd, int xstr,
+                                        float *res, uint8_t *buf, int cap, bool pre) {
+    const int lane = threadIdx.x % WARP, j = lane & 7;
+    const int SB = stage_sb<T>(), niter = ncols / 256;
+    const int ipc = stage_ipc<5>(SB, cap);
+#pragma unroll 1
+    for (int it0 = 0; it0 < niter; it0 += ipc) {
+        const int it1 = min(niter, it0 + ipc);
+        const size_t cb0 = (size_t)it0 * SB, cb1 = min((size_t)it1 * SB, rb);
+        if (!(pre && it0 == 0)) rows_issue_p<R>(wp, ok, cb0, cb1, buf, cap);
+        cp_async_wait_all();
+        __syncwarp();
+#pragma unroll 2
+        for (int r = 0; r < R; r++) {
+            float acc = 0.f;
+            if ((ok >> r) & 1) {
+                const uint8_t *srow = buf + r * cap + (int)((uintptr_t)(wp[r] + cb0) & 15) - cb0;
+                const int8_t *xr = PX ? xq + r * xstr : xq;
+                const float *dr = PX ? xd + r * (xstr / 32) : xd;
+#pragma unroll 1
+                for (int it = it0 + lane / 8; it < it1; it += 4) {   /* superblock it per 8 lanes */
+                    typename QW<T>::X xv;
+                    QW<T>::x(xr, dr, it, j, xv);
+                    acc += QW<T>::dot(srow + it * QT<T>::BS, j, xv);
+                }
+            }
+            acc = warp_sum(acc);
+            if (lane == 0) res[r] = (it0 ? res[r] : 0.f) + acc;
+        }
+        __syncwarp();
+    }
+}
+template <int R, bool PX>
+__device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd,
+                                        int xstr, float *res, uint8_t *buf, bool pre = false) {
+#define PK_CASE(T) case T: rows_qp<T, R, PX>(wp, ok, rb, ncols, xq, xd, xstr, res, buf, PK_WB / R, pre); break;
+    switch (type) { PK_TYPES(PK_CASE) default: break; }
+#undef PK_CASE
+}
+/* Issue (and commit) the first chunk of pk_rows<R>'s copies, e.g. before a barrier wait:
+ * weights are never written, and the warp's buffer is free once its block has arrived. */
+template <int R>
+__device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, unsigned ok, size_t rb, uint8_t *buf) {
+    int sb = 0;
+#define PK_CASE(T) case T: sb = stage_sb<T>(); break;
+    switch (type) { PK_TYPES(PK_CASE) default: break; }
+#undef PK_CASE
+    if (sb) rows_issue_p<R>(wp, ok, 0, min((size_t)stage_ipc<5>(sb, PK_WB / R) * sb, rb), buf, PK_WB / R);
+    cp_async_commit();
+}
+
+/* Split grid barrier: arrive, do something useful (prefetch), wait. The counter is zeroed
+ * before each launch; barrier n completes when it reaches n * gridDim.x. */
+__device__ __forceinline__ unsigned long long gtimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ void pk_arrive(unsigned *bar, unsigned long long *prof) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        if (prof) prof[blockIdx.x] = gtimer();
+        __threadfence();
+        atomicAdd(bar, 1u);
+    }
+}
+__device__ __forceinline__ void pk_wait(const unsigned *bar, unsigned target) {
+    if (threadIdx.x == 0) {
+        unsigned v;
+        do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(bar) : "memory");
+        while (v < target);
+    }
+    __syncthreads();
+}
+
+/* One head after the q/k/v matvec (one warp): q and k RMS-normalized over the head and
+ * rotated (NEOX pairs i, i + D/2), as k_qk_rope; q stays in qkv, k and v go to the cache. */
+__device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int pos) {
+    const int lane = threadIdx.x % WARP, D = PK_D, half = D / 2;
+    if (hh >= a.nh + a.nkv) {
+        const int kvh = hh - a.nh - a.nkv;
+        const float *v = a.qkv + a.qdim + a.kvdim + kvh * D;
+        for (int d = lane; d < D; d += WARP) L.vc[(size_t)pos * a.kvdim + kvh * D + d] = __float2half(__ldcg(v + d));
+        return;
+    }
+    const bool isq = hh < a.nh;
+    float *v = isq ? a.qkv + hh * D : a.qkv + a.qdim + (hh - a.nh) * D;
+    const float *w = isq ? L.q_norm : L.k_norm;
+    float x0[2], x1[2], ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        x0[j] = __ldcg(v + lane + 32 * j);
+        x1[j] = __ldcg(v + lane + 32 * j + half);
+        ss += x0[j] * x0[j] + x1[j] * x1[j];
+    }
+    ss = warp_sum(ss);
+    const float sc = 1.0f / sqrtf(ss / D + a.eps);
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const int t = lane + 32 * j;
+        const float y0 = x0[j] * sc * w[t], y1 = x1[j] * sc * w[t + half];
+        float theta = (float)pos;
+        for (int i = 0; i < t; i++) theta *= a.theta_scale;
+        const float c = cosf(theta), s = sinf(theta);
+        const float r0 = y0 * c - y1 * s, r1 = y0 * s + y1 * c;
+        if (isq) {
+            v[t] = r0;
+            v[t + half] = r1;
+        } else {
+            __half *dst = L.kc + (size_t)pos * a.kvdim + (hh - a.nh) * D;
+            dst[t] = __float2half(r0);
+            dst[t + half] = __float2half(r1);
+        }
+    }
+}
+
+/* A: RMSNorm + q/k/v, groups of 4 rows of one head. Group g's rows: */
+__device__ __forceinline__ int pk_qkv_rows(const PArgs &a, const PLayer &L, int g, const uint8_t **wp, int &row0) {
+    const int nq = a.qdim / 4, nk = a.kvdim / 4;
+    const int seg = g < nq ? 0 : g < nq + nk ? 1 : 2;
+    row0 = 4 * (g - (seg == 0 ? 0 : seg == 1 ? nq : nq + nk));
+#pragma unroll
+    for (int r = 0; r < 4; r++) wp[r] = L.w[PW_Q + seg] + (size_t)(row0 + r) * L.rb[PW_Q + seg];
+    return seg;
+}
+/* before A (before the barrier wait): the norm weights, then the first group's rows */
+__device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
+    norm_stage_w(L.attn_norm, a.E, s.xsf);
+    cp_async_commit();
+    const uint8_t *wp[4];
+    int row0 = 0;
+    const int seg = gw < (a.qdim + 2 * a.kvdim) / 4 ? pk_qkv_rows(a, L, gw, wp, row0) : -1;
+    if (seg >= 0) pk_issue<4>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], s.wb + (threadIdx.x / WARP) * PK_WB);
+    else cp_async_commit();
+}
+__device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int pos, int gw, int NW) {
+    norm_x(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
+    const int lane = threadIdx.x % WARP;
+    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    for (int g = gw; g < (a.qdim + 2 * a.kvdim) / 4; g += NW) {
+        const uint8_t *wp[4];
+        int row0;
+        const int seg = pk_qkv_rows(a, L, g, wp, row0);
+        float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
+        pk_rows<4, false>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], a.E, s.xs, s.xds, 0, res, buf, g == gw);
+        float *y = a.qkv + (seg == 0 ? 0 : seg == 1 ? a.qdim : a.qdim + a.kvdim) + row0;
+        const int hh = (seg == 0 ? 0 : seg == 1 ? a.nh : a.nh + a.nkv) + row0 / PK_D;
+        int done = 0;
+        if (lane == 0) {
+#pragma unroll
+            for (int r = 0; r < 4; r++) y[r] = res[r];
+            __threadfence();
+            done = atomicAdd(a.hcnt + hh, 4u) + 4u == PK_D;
+        }
+        if (__shfl_sync(0xffffffffu, done, 0)) {   /* the head's last rows: every other warp's are visible */
+            __threadfence();
+            pk_rope(a, L, hh, pos);
+            if (lane == 0) a.hcnt[hh] = 0u;
+        }
+    }
+}
+
+/* B: attention partials, 4 warps per (KV head, group of PK_HB query heads, chunk). */
+__device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos) {
+    const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1);
+    const int G = a.nh / a.nkv, nhg = (G + PK_HB - 1) / PK_HB, quad = threadIdx.x / 128, nquad = PK_THREADS / 128;
+    float *sm = (float *)s.wb + quad * (8 * PK_HB + 4 * PK_HB * PK_D);
+    for (int it = blockIdx.x * nquad + quad; it < a.nkv * nhg * nchv; it += gridDim.x * nquad) {
+        const int c = it % nchv, hg = it / nchv % nhg, kvh = it / nchv / nhg;
+        const int t0 = c * ch, h0 = kvh * G + hg * PK_HB;
+        attn_part<PK_D / WARP, PK_HB>(a.qkv + (size_t)h0 * PK_D, a.scale, min(PK_HB, G - hg * PK_HB), L.kc, L.vc, a.kvdim, kvh, t0, min(t0 + ch, pos + 1), sm,
+                               a.part + ((size_t)h0 * a.nch + c) * (PK_D + 2), (size_t)a.nch * (PK_D + 2), 1 + quad);
+    }
+}
+
+/* Before B: the KV rows of earlier positions that this warp's attention items read (the
+ * step's own position is written in A) into L2, one 128-byte line a lane. */
+__device__ void pk_pf_attn(const PArgs &a, const PLayer &L, int pos) {
+    const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1);
+    const int G = a.nh / a.nkv, nhg = (G + PK_HB - 1) / PK_HB, quad = threadIdx.x / 128, nquad = PK_THREADS / 128;
+    const int w = (threadIdx.x / WARP) & 3, lane = threadIdx.x % WARP, lpr = PK_D * 2 / 128;   /* lines per K or V row */
+    for (int it = blockIdx.x * nquad + quad; it < a.nkv * nhg * nchv; it += gridDim.x * nquad) {
+        const int c = it % nchv, kvh = it / nchv / nhg, t0 = c * ch, t1 = min(t0 + ch, pos);
+        for (int i = w * WARP + lane; i < (t1 - t0) * 2 * lpr; i += 4 * WARP) {
+            const int t = t0 + i / (2 * lpr), k = i % (2 * lpr);
+            const __half *r = (k < lpr ? L.kc : L.vc) + (size_t)t * a.kvdim + kvh * PK_D;
+            asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)r + 128 * (k % lpr)));
+        }
+    }
+}
+
+/* C: merge the chunks of each head (4 warps a head), int8 output with a scale per 32. */
+__device__ void pk_comb(const PArgs &a, int pos) {
+    const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1), D = PK_D;
+    const int quad = threadIdx.x / 128, nquad = PK_THREADS / 128, d = threadIdx.x % 128;
+    for (int h = blockIdx.x * nquad + quad; h < a.nh; h += gridDim.x * nquad) {
+        const float *pp = a.part + (size_t)h * a.nch * (D + 2);
+        float M = -INFINITY;
+        for (int c = 0; c < nchv; c++) M = fmaxf(M, __ldcg(pp + c * (D + 2) + D));
+        float acc = 0.f, L = 0.f;
+        for (int c = 0; c < nchv; c++) {
+            const float f = expf(__ldcg(pp + c * (D + 2) + D) - M);
+            acc += __ldcg(pp + c * (D + 2) + d) * f;
+            L += __ldcg(pp + c * (D + 2) + D + 1) * f;
+        }
+        warp_quant(acc / L, a.aq + h * D + (d & ~31), a.ad + (h * D + d) / 32);
+    }
+}
+
+/* D: o-proj + residual, 2 rows a warp. */
+__device__ __forceinline__ unsigned pk_o_rows(const PArgs &a, const PLayer &L, int g, const uint8_t **wp) {
+    wp[0] = L.w[PW_O] + (size_t)2 * g * L.rb[PW_O];
+    wp[1] = wp[0] + L.rb[PW_O];
+    return 2 * g + 1 < a.E ? 3u : 1u;
+}
+__device__ void pk_pre_o(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
+    const uint8_t *wp[2];
+    if (gw < (a.E + 1) / 2) pk_issue<2>(L.t[PW_O], wp, pk_o_rows(a, L, gw, wp), L.rb[PW_O], s.wb + (threadIdx.x / WARP) * PK_WB);
+}
+__device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
+    stage_x(a.aq, a.ad, xq_pad(a.qdim), s.xs, s.xds, threadIdx.x, blockDim.x);
+    __syncthreads();
+    const int lane = threadIdx.x % WARP;
+    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    for (int g = gw; g < (a.E + 1) / 2; g += NW) {
+        const uint8_t *wp[2];
+        const unsigned ok = pk_o_rows(a, L, g, wp);
+        float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
+        pk_rows<2, false>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
+        if (lane == 0) {
+            a.x[2 * g] = __ldcg(a.x + 2 * g) + res[0];
+            if (ok & 2u) a.x[2 * g + 1] = __ldcg(a.x + 2 * g + 1) + res[1];
+        }
+    }
+}
+
+/* E: RMSNorm (f32 for the router, int8 kept for gate+up) + router logits in partials of
+ * 256 columns: rpart[slice][expert]. */
+__device__ void pk_pre_router(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
+    norm_stage_w(L.ffn_norm, a.E, s.xsf);
+    cp_async_commit();
+    const int nsl = a.E / 256;
+    for (int it = gw; it < a.ne * nsl; it += NW)
+        l2_prefetch(L.router + (size_t)(it / nsl) * a.E + (it % nsl) * 256, 1024, threadIdx.x % WARP, WARP);
+}
+__device__ void pk_router(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
+    norm_x(a.x, a.E, a.eps, s.xsf, s.xs, s.xds);
+    const int lane = threadIdx.x % WARP, nsl = a.E / 256;
+    for (int it = gw; it < a.ne * nsl; it += NW) {
+        const int row = it / nsl, sl = it % nsl;
+        const float4 *w4 = (const float4 *)(L.router + (size_t)row * a.E + sl * 256);
+        const float4 *x4 = (const float4 *)(s.xsf + sl * 256);
+        const float4 w0 = __ldg(w4 + lane), w1 = __ldg(w4 + 32 + lane), x0 = x4[lane], x1 = x4[32 + lane];
+        float v = w0.x * x0.x + w0.y * x0.y + w0.z * x0.z + w0.w * x0.w + w1.x * x1.x + w1.y * x1.y + w1.z * x1.z + w1.w * x1.w;
+        v = warp_sum(v);
+        if (lane == 0) a.rpart[(size_t)sl * a.ne + row] = v;
+    }
+}
+
+/* F: top-k in every block (the same inputs, the same order: the same choice), then gate
+ * and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32). */
+__device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
+    const int lane = threadIdx.x % WARP, nsl = a.E / 256;
+    if (threadIdx.x < WARP) {
+        for (int e = lane; e < a.ne; e += WARP) {
+            float t = 0.f;
+            for (int sl = 0; sl < nsl; sl++) t += __ldcg(a.rpart + (size_t)sl * a.ne + e);
+            s.lg[e] = t;
+        }
+        __syncwarp();
+        const bool rec = blockIdx.x == 0;
+        router_topk_sp(s.lg, a.ne, a.K, s.sel, s.selw, rec ? a.rec + (size_t)l * a.K : nullptr, rec ? a.recp + (size_t)l * a.K : nullptr,
+                       a.force + (size_t)l * a.K, a.force_on);
+    }
+    __syncthreads();
+    const int F = L.F, ngo = (F + 3) / 4;
+    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    for (int g = gw; g < a.K * ngo; g += NW) {
+        const int k = g / ngo, o0 = 4 * (g % ngo), nv = min(4, F - o0), e = s.sel[k];
+        const uint8_t *wp[8];
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            wp[r] = L.w[PW_G] + ((size_t)e * F + o0 + r) * L.rb[PW_G];
+            wp[4 + r] = L.w[PW_U] + ((size_t)e * F + o0 + r) * L.rb[PW_U];
+        }
+        const unsigned m = (1u << nv) - 1u;
+        float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
+        pk_rows<8, false>(L.t[PW_G], wp, m | (m << 4), L.rb[PW_G], a.E, s.xs, s.xds, 0, res, buf);
+        if (lane < nv) a.h[(size_t)k * a.Fpad + o0 + lane] = res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane];
+    }
+}
+
+/* G: h quantized to int8 per 32 (every block), then per output row the K experts' down
+ * rows at once (each against its own h), weighted in expert order, + residual. */
+__device__ __forceinline__ void pk_down_rows(const PArgs &a, const PLayer &L, const PSmem &s, int row, const uint8_t **wp) {
+#pragma unroll
+    for (int k = 0; k < PK_MAXK; k++) wp[k] = L.w[PW_D] + ((size_t)s.sel[k < a.K ? k : 0] * a.E + row) * L.rb[PW_D];
+}
+__device__ void pk_pre_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
+    const uint8_t *wp[PK_MAXK];
+    if (gw >= a.E) return;
+    pk_down_rows(a, L, s, gw, wp);
+    pk_issue<PK_MAXK>(L.t[PW_D], wp, (1u << a.K) - 1u, L.rb[PW_D], s.wb + (threadIdx.x / WARP) * PK_WB);
+}
+__device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
+    const int lane = threadIdx.x % WARP, F = L.F, ng = F / 32;
+    for (int gi = threadIdx.x / WARP; gi < a.K * ng; gi += PK_WARPS) {
+        const int k = gi / ng, j = gi % ng;
+        warp_quant(__ldcg(a.h + (size_t)k * a.Fpad + j * 32 + lane), s.hs + k * a.Fpad + j * 32, s.hds + k * (a.Fpad / 32) + j);
+    }
+    __syncthreads();
+    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    const unsigned ok = (1u << a.K) - 1u;
+    for (int row = gw; row < a.E; row += NW) {
+        const uint8_t *wp[PK_MAXK];
+        pk_down_rows(a, L, s, row, wp);
+        float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
+        pk_rows<PK_MAXK, true>(L.t[PW_D], wp, ok, L.rb[PW_D], F, s.hs, s.hds, a.Fpad, res, buf, row == gw);
+        if (lane == 0) {
+            float tot = 0.f;
+            for (int k = 0; k < a.K; k++) tot += s.selw[k] * res[k];
+            a.x[row] = __ldcg(a.x + row) + tot;
+        }
+    }
+}
+
+__global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
+    extern __shared__ __align__(16) uint8_t sbuf[];
+    PSmem s;
+    {
+        const size_t xp = xq_pad(max(a.E, a.qdim));
+        uint8_t *p = sbuf;
+        s.xs = (int8_t *)p; p += xp;
+        s.xds = (float *)p; p += xp / 8;
+        s.xsf = (float *)p; p += 4 * (size_t)a.E;
+        s.hs = (int8_t *)p; p += (size_t)a.K * a.Fpad;
+        s.hds = (float *)p; p += (size_t)a.K * a.Fpad / 8;
+        s.lg = (float *)p; p += 4 * (size_t)((a.ne + 3) / 4 * 4);
+        s.sel = (int *)p; p += 4 * PK_MAXK;
+        s.selw = (float *)p; p += 4 * PK_MAXK;
+        s.res = (float *)p; p += 4 * PK_WARPS * PK_MAXK;
+        s.wb = (uint8_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+    }
+    /* a phase's groups go round the blocks first, so that every SM gets a share */
+    const int gw = (threadIdx.x / WARP) * gridDim.x + blockIdx.x, NW = gridDim.x * PK_WARPS;
+    const int pos = *a.pos_dev;
+    unsigned nb = 0;
+    if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x] = gtimer();
+#define PK_SYNC(BETWEEN)                        \
+    do {                                        \
+        pk_arrive(a.bar, a.prof ? a.prof + (size_t)nb * gridDim.x : nullptr); \
+        BETWEEN;                                \
+        pk_wait(a.bar, ++nb * gridDim.x);       \
+        if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x + nb] = gtimer(); \
+    } while (0)
+    pk_pre_qkv(a, a.L[0], s, gw);
+    for (int l = 0; l < a.nl; l++) {
+        const PLayer &L = a.L[l];
+        pk_qkv(a, L, s, pos, gw, NW);
+        PK_SYNC(pk_pf_attn(a, L, pos));
+        pk_attn(a, L, s, pos);
+        PK_SYNC((void)0);
+        pk_comb(a, pos);
+        PK_SYNC(pk_pre_o(a, L, s, gw));
+        pk_oproj(a, L, s, gw, NW);
+        PK_SYNC(pk_pre_router(a, L, s, gw, NW));
+        pk_router(a, L, s, gw, NW);
+        PK_SYNC((void)0);
+        pk_gateup(a, L, s, l, gw, NW);
+        PK_SYNC(pk_pre_down(a, L, s, gw));
+        pk_down(a, L, s, gw, NW);
+        if (l + 1 < a.nl) PK_SYNC(pk_pre_qkv(a, a.L[l + 1], s, gw));
+    }
+#undef PK_SYNC
+}
+
 /* the staged kernels may use more than 48 KB of dynamic shared memory; and all of the
  * SM's unified memory as shared memory: otherwise the driver may pick a 64 KB carveout
  * and fit one down block per SM (seen with ncu), i.e. two waves */
@@ -1683,6 +2253,14 @@ struct GpuModel {
     cudaGraphExec_t graph;
     int graph_ok;
     int pdl, pdl_now;        /* QWEN3MOE_PDL=0 turns programmatic dependent launch off (A/B); pdl_now: capturing decode */
+    /* the persistent decode kernel (k_persist); QWEN3MOE_PERSIST=0 takes the per-kernel graph */
+    int persist, pk_grid;
+    size_t pk_smem_bytes;
+    PLayer *d_pl;
+    unsigned *pk_bar, *pk_hcnt;
+    float *rpart;
+    unsigned long long *pk_prof;   /* QWEN3MOE_PERSIST_PROF: phase times of the last step, reported by gpu_free */
+    char persist_why[96];    /* why not, when it is off */
     /* prefill */
     float *px, *pxn, *pqkv, *prlog, *pselw, *gu, *dout, *ppart;
     __half *p16, *gx16, *h16, *wscr;
@@ -1711,6 +2289,98 @@ struct GpuModel {
     size_t logits_all_rows;
     std::vector<int> cnt, off;
 };
+
+/* Whether decode can take k_persist, and its per-layer table. Off (with the reason) for
+ * what it does not serve; an error only when the device refuses what it asked for. */
+static int persist_setup(GpuModel *g, char *err, size_t errlen) {
+    const Config &c = g->c;
+    const char *env = getenv("QWEN3MOE_PERSIST");
+    const char *why = nullptr;
+    g->persist = 0;
+    int dev = 0, coop = 0, nsm = 0, optin = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+    CK(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev));
+    CK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    g->pk_smem_bytes = pk_smem(c.n_embd, g->qdim, c.n_expert, c.n_expert_used, g->Fpad);
+    if (env && !strcmp(env, "0")) why = "QWEN3MOE_PERSIST=0";
+    else if (!g->use_q8 || g->old_mmv) why = "QWEN3MOE_MMV set";
+    else if (c.head_dim != PK_D) why = "head_dim is not 128";
+    else if (c.n_embd % 256) why = "n_embd is not a multiple of 256";
+    else if (c.n_expert_used > PK_MAXK) why = "more than 8 experts used";
+    else if (!coop) why = "no cooperative launch on this device";
+    else if (g->pk_smem_bytes > (size_t)optin) why = "shared memory too small";
+    for (int l = 0; l < c.n_layer && !why; l++) {
+        const DLayer &L = g->L[l];
+        const DT *ws[7] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+        for (const DT *d : ws)
+            if (d->type != GGML_TYPE_Q4_K && d->type != GGML_TYPE_Q6_K) why = "a weight type other than Q4_K and Q6_K";
+        if (L.gate.type != L.up.type || L.gate.rb != L.up.rb) why = "gate and up of different types";
+        if (L.F % 32) why = "expert FFN width not a multiple of 32";
+    }
+    if (!why) {
+        CK(cudaFuncSetAttribute(k_persist, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)g->pk_smem_bytes));
+        int occ = 0;
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_persist, PK_THREADS, g->pk_smem_bytes));
+        if (occ < 1) why = "the kernel does not fit an SM";
+        g->pk_grid = nsm;   /* one block an SM: co-resident (the cooperative launch checks it) */
+    }
+    if (why) {
+        snprintf(g->persist_why, sizeof g->persist_why, "%s", why);
+        return 0;
+    }
+    std::vector<PLayer> pl(c.n_layer);
+    for (int l = 0; l < c.n_layer; l++) {
+        const DLayer &L = g->L[l];
+        const DT *ws[7] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+        PLayer &p = pl[l];
+        for (int i = 0; i < 7; i++) { p.w[i] = ws[i]->p; p.rb[i] = ws[i]->rb; p.t[i] = ws[i]->type; }
+        p.attn_norm = L.attn_norm; p.q_norm = L.q_norm; p.k_norm = L.k_norm; p.ffn_norm = L.ffn_norm; p.router = L.router;
+        p.kc = g->kc + (size_t)l * g->n_ctx * g->kvdim;
+        p.vc = g->vc + (size_t)l * g->n_ctx * g->kvdim;
+        p.F = L.F;
+    }
+    CK(cudaMalloc(&g->d_pl, sizeof(PLayer) * c.n_layer));
+    CK(cudaMemcpy(g->d_pl, pl.data(), sizeof(PLayer) * c.n_layer, cudaMemcpyHostToDevice));
+    CK(cudaMemset(g->pk_hcnt, 0, sizeof(unsigned) * (c.n_head + 2 * c.n_head_kv)));
+    if (getenv("QWEN3MOE_PERSIST_PROF") && 7 * c.n_layer < PK_PROF_MAXB) {
+        const size_t n = (size_t)PK_PROF_MAXB * (g->pk_grid + 1) + 1;
+        CK(cudaMalloc(&g->pk_prof, n * sizeof(unsigned long long)));
+        CK(cudaMemset(g->pk_prof, 0, n * sizeof(unsigned long long)));
+    }
+    g->persist = 1;
+    return 0;
+}
+
+/* One decode step's layers as one cooperative launch (the counter zeroed first). */
+static int launch_persist(GpuModel *g, char *err, size_t errlen) {
+    const Config &c = g->c;
+    PArgs a;
+    memset(&a, 0, sizeof a);
+    a.L = g->d_pl;
+    a.nl = c.n_layer; a.E = c.n_embd; a.nh = c.n_head; a.nkv = c.n_head_kv; a.qdim = g->qdim; a.kvdim = g->kvdim;
+    a.ne = c.n_expert; a.K = c.n_expert_used; a.Fpad = g->Fpad; a.ch = PK_CH; a.nch = std::max(g->nch, 64);
+    a.eps = c.rms_eps; a.theta_scale = g->theta_scale; a.scale = 1.0f / sqrtf((float)c.head_dim);
+    a.x = g->x; a.qkv = g->qkv; a.part = g->part; a.rpart = g->rpart; a.h = g->h;
+    a.aq = g->xq; a.ad = g->xd;
+    a.bar = g->pk_bar; a.hcnt = g->pk_hcnt;
+    a.pos_dev = g->d_io + 1;
+    a.rec = g->rec; a.recp = g->recp; a.force = g->d_force; a.force_on = g->d_force_on;
+    a.prof = g->pk_prof;
+    CK(cudaMemsetAsync(g->pk_bar, 0, sizeof(unsigned), g->st));
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = g->pk_grid;
+    cfg.blockDim = PK_THREADS;
+    cfg.dynamicSmemBytes = g->pk_smem_bytes;
+    cfg.stream = g->st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeCooperative;
+    at[0].val.cooperative = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    CK(cudaLaunchKernelEx(&cfg, k_persist, a));
+    return 0;
+}
 
 extern "C" int gpu_device_count(void) {
     int n = 0;
@@ -1760,7 +2430,10 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->hq = b.take<int8_t>((size_t)K * g->Fpad + 256);
     g->hd = b.take<float>((size_t)K * g->Fpad / 32 + 8);
     g->logits = b.take<float>(V);
-    g->part = b.take<float>((size_t)nh * g->nch * (D + 2));
+    g->part = b.take<float>((size_t)nh * std::max(g->nch, 64) * (D + 2));   /* k_persist: up to 64 chunks at any depth */
+    g->pk_bar = b.take<unsigned>(1);
+    g->pk_hcnt = b.take<unsigned>((size_t)nh + 2 * c.n_head_kv);
+    g->rpart = b.take<float>((size_t)NE * (E / 256 + 1));
     /* prefill, NB_MAX tokens */
     const size_t NB = NB_MAX, S = NB * K;
     g->px = b.take<float>(NB * E);
@@ -1803,8 +2476,35 @@ static void progress(size_t done, size_t total, int *last) {
     fflush(stderr);
 }
 
+/* QWEN3MOE_PERSIST_PROF: per phase of the last decode step, averaged over the layers: how
+ * long its slowest block took (from block 0 passing the barrier before), and how long the
+ * barrier took to pass once the slowest block had arrived. */
+static void persist_prof_report(GpuModel *g) {
+    const int G = g->pk_grid, NL = g->c.n_layer, nbar = 7 * NL - 1;
+    std::vector<unsigned long long> h((size_t)PK_PROF_MAXB * (G + 1) + 1);
+    if (cudaMemcpy(h.data(), g->pk_prof, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost) != cudaSuccess) return;
+    const unsigned long long *pass = h.data() + (size_t)PK_PROF_MAXB * G;   /* pass[0] = start, pass[b+1] = barrier b passed */
+    static const char *names[7] = {"A norm+qkv+rope", "B attention", "C combine", "D o-proj", "E norm+router", "F topk+gate/up", "G down"};
+    double work[7] = {0}, wait[7] = {0}, spread[7] = {0};
+    for (int b = 0; b < nbar; b++) {
+        unsigned long long mx = 0, mn = ~0ull;
+        for (int i = 0; i < G; i++) { mx = std::max(mx, h[(size_t)b * G + i]); mn = std::min(mn, h[(size_t)b * G + i]); }
+        work[b % 7] += (double)(mx - pass[b]) / NL;
+        spread[b % 7] += (double)(mx - mn) / NL;
+        wait[b % 7] += (double)(pass[b + 1] - mx) / NL;
+    }
+    fprintf(stderr, "persistent kernel, last step (us per layer): phase, slowest block, first-to-last arrival, barrier pass\n");
+    double tot = 0;
+    for (int p = 0; p < 7; p++) {
+        fprintf(stderr, "  %-16s %7.2f %7.2f %7.2f\n", names[p], work[p] / 1e3, spread[p] / 1e3, wait[p] / 1e3);
+        tot += work[p] + wait[p];
+    }
+    fprintf(stderr, "  total %.1f us per layer, %.3f ms the step's layers\n", tot / 1e3, (double)(pass[nbar] - pass[0]) / 1e6);
+}
+
 extern "C" void gpu_free(GpuModel *g) {
     if (!g) return;
+    if (g->pk_prof) { persist_prof_report(g); cudaFree(g->pk_prof); }
     if (g->graph) cudaGraphExecDestroy(g->graph);
     if (g->cb) cublasDestroy(g->cb);
     if (g->st) cudaStreamDestroy(g->st);
@@ -1816,6 +2516,7 @@ extern "C" void gpu_free(GpuModel *g) {
     if (g->ev_start) cudaEventDestroy(g->ev_start);
     cudaFree(g->warena);
     cudaFree(g->sarena);
+    cudaFree(g->d_pl);
     cudaFree(g->logits_all);
     cudaFreeHost(g->h_io);
     cudaFreeHost(g->h_amax);
@@ -2028,6 +2729,7 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     if (show_progress && ok && done < wbytes) progress(wbytes, wbytes, &last);
     if (!ok) { gpu_free(g); return nullptr; }
     LCK(cudaStreamSynchronize(g->st));
+    if (persist_setup(g, err, errlen)) { gpu_free(g); return nullptr; }
     g->cnt.assign(c.n_expert, 0);
     g->off.assign(c.n_expert + 1, 0);
     return g;
@@ -2042,6 +2744,8 @@ extern "C" int gpu_info(GpuModel *g, GpuInfo *info) {
     snprintf(info->name, sizeof info->name, "%s", p.name);
     info->vram_total = p.totalGlobalMem;
     info->vram_used_model = g ? g->warena_bytes + g->sarena_bytes + (g->logits_all ? g->logits_all_rows * g->c.n_vocab * 4 : 0) : 0;
+    if (g && g->persist) snprintf(info->decode, sizeof info->decode, "persistent kernel, %d blocks", g->pk_grid);
+    else if (g) snprintf(info->decode, sizeof info->decode, "kernel graph (%s)", g->persist_why);
     return 0;
 }
 
@@ -2193,7 +2897,10 @@ static int enqueue_decode(GpuModel *g, char *err, size_t errlen) {
     /* the staged kernels normalize x themselves (norm_x); the direct ones need k_rmsnorm */
     const bool fold = !g->old_mmv;
     const float *xin = fold ? g->x : g->xn;
-    for (int l = 0; l < c.n_layer; l++) {
+    if (g->persist) {
+        if (launch_persist(g, err, errlen)) return -1;
+    }
+    for (int l = 0; l < c.n_layer && !g->persist; l++) {
         const DLayer &L = g->L[l];
         const size_t koff = (size_t)l * g->n_ctx * g->kvdim;
         if (!fold) CK(launch_k(g, k_rmsnorm, 1, NTHR, E * sizeof(float), g->x, L.attn_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd));
