@@ -1619,9 +1619,9 @@ struct PArgs {
     int nl, E, nh, nkv, qdim, kvdim, ne, K, Fpad, ch, nch;
     float eps, theta_scale, scale;
     float *x, *qkv, *part, *rpart, *h;
-    int8_t *aq;
-    float *ad;
-    unsigned *bar, *hcnt;
+    int8_t *aq, *hq;
+    float *ad, *hd;
+    unsigned *bar, *hcnt, *qcnt;
     const int *pos_dev;
     int *rec;
     float *recp;
@@ -1941,13 +1941,33 @@ __device__ void pk_comb(const PArgs &a, int pos) {
     const int quad = threadIdx.x / 128, nquad = PK_THREADS / 128, d = threadIdx.x % 128;
     for (int h = blockIdx.x * nquad + quad; h < a.nh; h += gridDim.x * nquad) {
         const float *pp = a.part + (size_t)h * a.nch * (D + 2);
+        /* 4 chunks' loads in flight at a time: a loop that used each load at once would
+         * wait a round trip per chunk */
         float M = -INFINITY;
-        for (int c = 0; c < nchv; c++) M = fmaxf(M, __ldcg(pp + c * (D + 2) + D));
+        for (int c0 = 0; c0 < nchv; c0 += 4) {
+            float m[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) m[u] = c0 + u < nchv ? __ldcg(pp + (c0 + u) * (D + 2) + D) : -INFINITY;
+#pragma unroll
+            for (int u = 0; u < 4; u++) M = fmaxf(M, m[u]);
+        }
         float acc = 0.f, L = 0.f;
-        for (int c = 0; c < nchv; c++) {
-            const float f = expf(__ldcg(pp + c * (D + 2) + D) - M);
-            acc += __ldcg(pp + c * (D + 2) + d) * f;
-            L += __ldcg(pp + c * (D + 2) + D + 1) * f;
+        for (int c0 = 0; c0 < nchv; c0 += 4) {
+            float m[4], v[4], l[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const bool ok = c0 + u < nchv;
+                const float *q = pp + (c0 + u) * (D + 2);
+                m[u] = ok ? __ldcg(q + D) : -INFINITY;
+                v[u] = ok ? __ldcg(q + d) : 0.f;
+                l[u] = ok ? __ldcg(q + D + 1) : 0.f;
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float f = expf(m[u] - M);
+                acc += v[u] * f;
+                L += l[u] * f;
+            }
         }
         warp_quant(acc / L, a.aq + h * D + (d & ~31), a.ad + (h * D + d) / 32);
     }
@@ -2004,13 +2024,20 @@ __device__ void pk_router(const PArgs &a, const PLayer &L, const PSmem &s, int g
 }
 
 /* F: top-k in every block (the same inputs, the same order: the same choice), then gate
- * and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32). */
+ * and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32); the warp that
+ * completes a group of 32 outputs (a counter) quantizes it to int8 (hq, hd). */
 __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
     const int lane = threadIdx.x % WARP, nsl = a.E / 256;
+    /* the router partials into shared memory by the whole block first (the staging buffers
+     * are free until the expert rows are known): a few round trips instead of one per
+     * partial in the top-k warp */
+    float *part = (float *)s.wb;
+    for (int i = threadIdx.x; i < a.ne * nsl; i += blockDim.x) part[i] = __ldcg(a.rpart + i);
+    __syncthreads();
     if (threadIdx.x < WARP) {
         for (int e = lane; e < a.ne; e += WARP) {
             float t = 0.f;
-            for (int sl = 0; sl < nsl; sl++) t += __ldcg(a.rpart + (size_t)sl * a.ne + e);
+            for (int sl = 0; sl < nsl; sl++) t += part[sl * a.ne + e];
             s.lg[e] = t;
         }
         __syncwarp();
@@ -2033,10 +2060,22 @@ __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
         pk_rows<8, false>(L.t[PW_G], wp, m | (m << 4), L.rb[PW_G], a.E, s.xs, s.xds, 0, res, buf);
         if (lane < nv) a.h[(size_t)k * a.Fpad + o0 + lane] = res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane];
+        /* the warp completing a group of 32 outputs quantizes it for G (as the rope in A) */
+        const int grp = k * (a.Fpad / 32) + o0 / 32;
+        int done = 0;
+        if (lane == 0) {
+            __threadfence();
+            done = atomicAdd(a.qcnt + grp, (unsigned)nv) + nv == 32;
+        }
+        if (__shfl_sync(0xffffffffu, done, 0)) {
+            __threadfence();
+            warp_quant(__ldcg(a.h + (size_t)grp * 32 + lane), a.hq + (size_t)grp * 32, a.hd + grp);
+            if (lane == 0) a.qcnt[grp] = 0u;
+        }
     }
 }
 
-/* G: h quantized to int8 per 32 (every block), then per output row the K experts' down
+/* G: h (int8, F's tail) staged by every block, then per output row the K experts' down
  * rows at once (each against its own h), weighted in expert order, + residual. */
 __device__ __forceinline__ void pk_down_rows(const PArgs &a, const PLayer &L, const PSmem &s, int row, const uint8_t **wp) {
 #pragma unroll
@@ -2049,11 +2088,8 @@ __device__ void pk_pre_down(const PArgs &a, const PLayer &L, const PSmem &s, int
     pk_issue<PK_MAXK>(L.t[PW_D], wp, (1u << a.K) - 1u, L.rb[PW_D], s.wb + (threadIdx.x / WARP) * PK_WB);
 }
 __device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
-    const int lane = threadIdx.x % WARP, F = L.F, ng = F / 32;
-    for (int gi = threadIdx.x / WARP; gi < a.K * ng; gi += PK_WARPS) {
-        const int k = gi / ng, j = gi % ng;
-        warp_quant(__ldcg(a.h + (size_t)k * a.Fpad + j * 32 + lane), s.hs + k * a.Fpad + j * 32, s.hds + k * (a.Fpad / 32) + j);
-    }
+    const int lane = threadIdx.x % WARP, F = L.F;
+    stage_x(a.hq, a.hd, a.K * a.Fpad, s.hs, s.hds, threadIdx.x, blockDim.x);   /* also waits for the rows issued before */
     __syncthreads();
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     const unsigned ok = (1u << a.K) - 1u;
@@ -2257,7 +2293,7 @@ struct GpuModel {
     int persist, pk_grid;
     size_t pk_smem_bytes;
     PLayer *d_pl;
-    unsigned *pk_bar, *pk_hcnt;
+    unsigned *pk_bar, *pk_hcnt, *pk_qcnt;
     float *rpart;
     unsigned long long *pk_prof;   /* QWEN3MOE_PERSIST_PROF: phase times of the last step, reported by gpu_free */
     char persist_why[96];    /* why not, when it is off */
@@ -2343,6 +2379,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     CK(cudaMalloc(&g->d_pl, sizeof(PLayer) * c.n_layer));
     CK(cudaMemcpy(g->d_pl, pl.data(), sizeof(PLayer) * c.n_layer, cudaMemcpyHostToDevice));
     CK(cudaMemset(g->pk_hcnt, 0, sizeof(unsigned) * (c.n_head + 2 * c.n_head_kv)));
+    CK(cudaMemset(g->pk_qcnt, 0, sizeof(unsigned) * c.n_expert_used * (g->Fpad / 32)));
     if (getenv("QWEN3MOE_PERSIST_PROF") && 7 * c.n_layer < PK_PROF_MAXB) {
         const size_t n = (size_t)PK_PROF_MAXB * (g->pk_grid + 1) + 1;
         CK(cudaMalloc(&g->pk_prof, n * sizeof(unsigned long long)));
@@ -2362,8 +2399,8 @@ static int launch_persist(GpuModel *g, char *err, size_t errlen) {
     a.ne = c.n_expert; a.K = c.n_expert_used; a.Fpad = g->Fpad; a.ch = PK_CH; a.nch = std::max(g->nch, 64);
     a.eps = c.rms_eps; a.theta_scale = g->theta_scale; a.scale = 1.0f / sqrtf((float)c.head_dim);
     a.x = g->x; a.qkv = g->qkv; a.part = g->part; a.rpart = g->rpart; a.h = g->h;
-    a.aq = g->xq; a.ad = g->xd;
-    a.bar = g->pk_bar; a.hcnt = g->pk_hcnt;
+    a.aq = g->xq; a.ad = g->xd; a.hq = g->hq; a.hd = g->hd;
+    a.bar = g->pk_bar; a.hcnt = g->pk_hcnt; a.qcnt = g->pk_qcnt;
     a.pos_dev = g->d_io + 1;
     a.rec = g->rec; a.recp = g->recp; a.force = g->d_force; a.force_on = g->d_force_on;
     a.prof = g->pk_prof;
@@ -2433,6 +2470,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->part = b.take<float>((size_t)nh * std::max(g->nch, 64) * (D + 2));   /* k_persist: up to 64 chunks at any depth */
     g->pk_bar = b.take<unsigned>(1);
     g->pk_hcnt = b.take<unsigned>((size_t)nh + 2 * c.n_head_kv);
+    g->pk_qcnt = b.take<unsigned>((size_t)K * g->Fpad / 32);
     g->rpart = b.take<float>((size_t)NE * (E / 256 + 1));
     /* prefill, NB_MAX tokens */
     const size_t NB = NB_MAX, S = NB * K;
