@@ -2023,29 +2023,59 @@ __device__ void pk_router(const PArgs &a, const PLayer &L, const PSmem &s, int g
     }
 }
 
-/* F: top-k in every block (the same inputs, the same order: the same choice), then gate
+/* F: top-k in every block (the same inputs, the same order: the same choice, which is
+ * router_topk_sp's: softmax, descending probability, ties to the lower id), then gate
  * and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32); the warp that
  * completes a group of 32 outputs (a counter) quantizes it to int8 (hq, hd). */
 __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
-    const int lane = threadIdx.x % WARP, nsl = a.E / 256;
-    /* the router partials into shared memory by the whole block first (the staging buffers
-     * are free until the expert rows are known): a few round trips instead of one per
-     * partial in the top-k warp */
-    float *part = (float *)s.wb;
-    for (int i = threadIdx.x; i < a.ne * nsl; i += blockDim.x) part[i] = __ldcg(a.rpart + i);
+    const int lane = threadIdx.x % WARP, nsl = a.E / 256, t = threadIdx.x;
+    /* the logits: each thread sums one expert's partials (all loads in flight at once) */
+    const int fon = __ldcg(a.force_on);
+    for (int e = t; e < a.ne; e += blockDim.x) {
+        float v[8];
+#pragma unroll
+        for (int sl = 0; sl < 8; sl++) v[sl] = sl < nsl ? __ldcg(a.rpart + (size_t)sl * a.ne + e) : 0.f;
+        float lg = 0.f;
+        for (int sl = 0; sl < nsl; sl++) lg += sl < 8 ? v[sl] : __ldcg(a.rpart + (size_t)sl * a.ne + e);
+        s.lg[e] = lg;
+    }
+    if (t < a.K) { s.sel[t] = t % a.ne; s.selw[t] = 0.f; }   /* NaN logits rank nowhere: keep the ids in range */
     __syncthreads();
-    if (threadIdx.x < WARP) {
-        for (int e = lane; e < a.ne; e += WARP) {
-            float t = 0.f;
-            for (int sl = 0; sl < nsl; sl++) t += part[sl * a.ne + e];
-            s.lg[e] = t;
-        }
-        __syncwarp();
-        const bool rec = blockIdx.x == 0;
-        router_topk_sp(s.lg, a.ne, a.K, s.sel, s.selw, rec ? a.rec + (size_t)l * a.K : nullptr, rec ? a.recp + (size_t)l * a.K : nullptr,
-                       a.force + (size_t)l * a.K, a.force_on);
+    /* softmax (warp 0, as router_topk_sp), then every expert's rank among the probabilities
+     * (ties to the lower id) in parallel: rank < K is chosen, at that place */
+    if (t < WARP) {
+        float mx = -INFINITY;
+        for (int e = lane; e < a.ne; e += WARP) mx = fmaxf(mx, s.lg[e]);
+        mx = warp_max(mx);
+        float sum = 0.f;
+        for (int e = lane; e < a.ne; e += WARP) { const float p = expf(s.lg[e] - mx); s.lg[e] = p; sum += p; }
+        sum = warp_sum(sum);
+        for (int e = lane; e < a.ne; e += WARP) s.lg[e] /= sum;
     }
     __syncthreads();
+    for (int e = t; e < a.ne; e += blockDim.x) {
+        const float p = s.lg[e];
+        int rank = 0;
+        for (int o = 0; o < a.ne; o++) {
+            const float q = s.lg[o];
+            rank += q > p || (q == p && o < e);
+        }
+        if (rank < a.K) {
+            s.sel[rank] = e;
+            s.selw[rank] = p;
+            if (blockIdx.x == 0) { a.rec[(size_t)l * a.K + rank] = e; a.recp[(size_t)l * a.K + rank] = p; }
+        }
+    }
+    __syncthreads();
+    if (t == 0) {   /* --parity's forced experts, weighted by this router; renormalized */
+        if (fon)
+            for (int k = 0; k < a.K; k++) { s.sel[k] = a.force[(size_t)l * a.K + k]; s.selw[k] = s.lg[s.sel[k]]; }
+        float w = 0.f;
+        for (int k = 0; k < a.K; k++) w += s.selw[k];
+        for (int k = 0; k < a.K; k++) s.selw[k] /= w;
+    }
+    __syncthreads();
+    if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * (gridDim.x + 1) + l] = gtimer();
     const int F = L.F, ngo = (F + 3) / 4;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     for (int g = gw; g < a.K * ngo; g += NW) {
@@ -2381,7 +2411,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     CK(cudaMemset(g->pk_hcnt, 0, sizeof(unsigned) * (c.n_head + 2 * c.n_head_kv)));
     CK(cudaMemset(g->pk_qcnt, 0, sizeof(unsigned) * c.n_expert_used * (g->Fpad / 32)));
     if (getenv("QWEN3MOE_PERSIST_PROF") && 7 * c.n_layer < PK_PROF_MAXB) {
-        const size_t n = (size_t)PK_PROF_MAXB * (g->pk_grid + 1) + 1;
+        const size_t n = (size_t)PK_PROF_MAXB * (g->pk_grid + 2);
         CK(cudaMalloc(&g->pk_prof, n * sizeof(unsigned long long)));
         CK(cudaMemset(g->pk_prof, 0, n * sizeof(unsigned long long)));
     }
@@ -2519,7 +2549,7 @@ static void progress(size_t done, size_t total, int *last) {
  * barrier took to pass once the slowest block had arrived. */
 static void persist_prof_report(GpuModel *g) {
     const int G = g->pk_grid, NL = g->c.n_layer, nbar = 7 * NL - 1;
-    std::vector<unsigned long long> h((size_t)PK_PROF_MAXB * (G + 1) + 1);
+    std::vector<unsigned long long> h((size_t)PK_PROF_MAXB * (G + 2));
     if (cudaMemcpy(h.data(), g->pk_prof, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost) != cudaSuccess) return;
     const unsigned long long *pass = h.data() + (size_t)PK_PROF_MAXB * G;   /* pass[0] = start, pass[b+1] = barrier b passed */
     static const char *names[7] = {"A norm+qkv+rope", "B attention", "C combine", "D o-proj", "E norm+router", "F topk+gate/up", "G down"};
@@ -2537,6 +2567,9 @@ static void persist_prof_report(GpuModel *g) {
         fprintf(stderr, "  %-16s %7.2f %7.2f %7.2f\n", names[p], work[p] / 1e3, spread[p] / 1e3, wait[p] / 1e3);
         tot += work[p] + wait[p];
     }
+    double topk = 0;   /* F's top-k: block 0's mark after it */
+    for (int l = 0; l < NL; l++) topk += (double)(h[(size_t)PK_PROF_MAXB * (G + 1) + l] - pass[7 * l + 5]) / NL;
+    fprintf(stderr, "  (of F, the top-k in block 0: %.2f)\n", topk / 1e3);
     fprintf(stderr, "  total %.1f us per layer, %.3f ms the step's layers\n", tot / 1e3, (double)(pass[nbar] - pass[0]) / 1e6);
 }
 
