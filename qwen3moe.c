@@ -2071,9 +2071,9 @@ static int run_bench(const Options *o, const Model *m, Engine *e) {
     if (o->json) {
         printf("{\"card\":\"%s\",\"backend\":\"%s\",\"depth\":%d,\"reps\":%d,\"prefill\":{\"tokens\":%d,\"tok_s\":%.3f,\"min\":%.3f,\"max\":%.3f},"
                "\"decode\":{\"tokens\":%d,\"tok_s\":%.3f,\"min\":%.3f,\"max\":%.3f,\"bytes_per_token\":%.0f,\"gb_s\":%.3f},"
-               "\"copy_bandwidth_gb_s\":%.3f,\"vram_used_bytes\":%zu}\n",
+               "\"copy_bandwidth_gb_s\":%.3f,\"vram_used_bytes\":%zu,\"decode_path\":\"%s\"}\n",
                info.name, e->use_gpu ? "gpu" : "cpu", depth, reps, np, ppm, pplo, pphi, ng, tgm, tglo, tghi, bytes, gbs,
-               copy_bw / 1e9, info.vram_used_model);
+               copy_bw / 1e9, info.vram_used_model, e->use_gpu ? info.decode : "cpu");
         out_flush();
     }
     free(toks); free(pp); free(tg);

@@ -1073,18 +1073,20 @@ __global__ void k_qk_rope(float *qkv, int stride, int nh, int nkv, int D, const 
  * the query exit at once). k_attn and k_attn_combine must agree. */
 __device__ __forceinline__ int att_chunk(int ch, int pos0) { return max(ch, ((pos0 + 64) / 64 + 15) & ~15); }
 
-/* 128 threads (4 warps: a whole k_attn block, or a quarter of a persistent-kernel block)
- * named-barrier id bar, count 128. */
-__device__ __forceinline__ void bar128(int id) { asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory"); }
-
 /* One attention work item: query heads h0.. h0+nhb-1 (q: their rows, already rotated,
  * head after head) against positions [t0, t1) of one KV head, by 4 warps (threads
- * threadIdx.x % 128, synchronized with bar128(bar)); writes each head's partial (acc[D],
- * max, sum) at pp + j * pstride. sm: (8 + 4 * D) * HB floats of shared scratch. q and
+ * threadIdx.x % 128: a k_attn block, or a quarter of a persistent-kernel block, whose
+ * quarters all call it together, an idle one with active = false: it synchronizes with
+ * __syncthreads); writes each head's partial (acc[D], max, sum) at pp + j * pstride. sm: (8 + 4 * D) * HB floats of shared scratch. q and
  * the cache are read past L1: in the persistent kernel other SMs wrote them. */
 template <int DPL, int HB>
 __device__ __forceinline__ void attn_part(const float *q0, float scale, int nhb, const __half *kc, const __half *vc, int kvdim, int kvh, int t0, int t1,
-                                          float *sm, float *pp, size_t pstride, int bar) {
+                                          float *sm, float *pp, size_t pstride, bool active) {
+    if (!active) {   /* the barriers of an active call */
+        __syncthreads();
+        __syncthreads();
+        return;
+    }
     const int D = DPL * WARP, lt = threadIdx.x % 128, warp = lt / WARP, lane = lt % WARP;
     float q[HB][DPL], acc[HB][DPL], m[HB], l[HB];
 #pragma unroll
@@ -1155,7 +1157,7 @@ __device__ __forceinline__ void attn_part(const float *q0, float scale, int nhb,
 #pragma unroll
         for (int d = 0; d < DPL; d++) sm_a[(warp * HB + j) * D + lane * DPL + d] = acc[j][d];
     }
-    bar128(bar);
+    __syncthreads();
     for (int idx = lt; idx < nhb * D; idx += 128) {
         const int j = idx / D, d = idx % D;
         float M = -INFINITY;
@@ -1171,7 +1173,7 @@ __device__ __forceinline__ void attn_part(const float *q0, float scale, int nhb,
         o[d] = a;
         if (d == 0) { o[D] = M; o[D + 1] = L; }
     }
-    bar128(bar);   /* sm is free for the group's next item */
+    __syncthreads();   /* sm is free for the next item */
 }
 
 template <int DPL>
@@ -1197,7 +1199,7 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
     if (t0 > pos) return;
     const int h0 = kvh * G + hg * ATT_HB;
     attn_part<DPL, ATT_HB>(qkv + (size_t)i * stride + (size_t)h0 * D, scale, min(ATT_HB, G - hg * ATT_HB), kc, vc, kvdim, kvh, t0, min(t0 + ch, pos + 1), sm,
-                   part + (((size_t)i * nh + h0) * nch + c) * (D + 2), (size_t)nch * (D + 2), 0);
+                   part + (((size_t)i * nh + h0) * nch + c) * (D + 2), (size_t)nch * (D + 2), true);
 }
 
 /* Merge the chunks of each head: reads nch*(D+2) floats per head, writes the head's
@@ -1589,6 +1591,7 @@ static DownKernel down2_kernel(int tt) {
  *   E  RMSNorm + router logits (partials per 256 columns)
  *   F  top-k (every block, the same), gate+up+SwiGLU of the K experts
  *   G  down of the K experts, weighted, + residual (warp per output row: fixed order)
+ * and after the last layer, H: RMSNorm + the output head + argmax (Q4_K or Q6_K heads).
  * It serves Q4_K and Q6_K weights (the Q4_K_M mix) with int8 activations and heads of 128
  * (all Qwen3-MoE models); anything else takes the per-kernel graph.
  * ==================================================================== */
@@ -1626,6 +1629,13 @@ struct PArgs {
     int *rec;
     float *recp;
     const int *force, *force_on;
+    /* the output head as the last phase (head != 0): RMSNorm, logits, argmax */
+    int head, nvocab, out_t;
+    const uint8_t *out_w;
+    size_t out_rb;
+    const float *out_norm;
+    float *logits;
+    unsigned long long *amax;
     unsigned long long *prof;   /* QWEN3MOE_PERSIST_PROF: [barrier][block] arrival times, then [barrier] block 0's pass */
 };
 struct PSmem {
@@ -1847,7 +1857,8 @@ __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int pos) {
         const float y0 = x0[j] * sc * w[t], y1 = x1[j] * sc * w[t + half];
         float theta = (float)pos;
         for (int i = 0; i < t; i++) theta *= a.theta_scale;
-        const float c = cosf(theta), s = sinf(theta);
+        float c, s;
+        sincosf(theta, &s, &c);   /* one range reduction for both: less code in the persistent kernel */
         const float r0 = y0 * c - y1 * s, r1 = y0 * s + y1 * c;
         if (isq) {
             v[t] = r0;
@@ -1858,6 +1869,11 @@ __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int pos) {
             dst[t + half] = __float2half(r1);
         }
     }
+}
+
+/* norm_x once in the persistent kernel's code, for A and E (code size: see PK_TYPES) */
+__device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending) {
+    norm_x(x, E, eps, xsf, xs, xds, rows_pending);
 }
 
 /* A: RMSNorm + q/k/v, groups of 4 rows of one head. Group g's rows: */
@@ -1880,7 +1896,7 @@ __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int 
     else cp_async_commit();
 }
 __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int pos, int gw, int NW) {
-    norm_x(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
+    pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
     const int lane = threadIdx.x % WARP;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     for (int g = gw; g < (a.qdim + 2 * a.kvdim) / 4; g += NW) {
@@ -1911,11 +1927,12 @@ __device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos
     const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1);
     const int G = a.nh / a.nkv, nhg = (G + PK_HB - 1) / PK_HB, quad = threadIdx.x / 128, nquad = PK_THREADS / 128;
     float *sm = (float *)s.wb + quad * (8 * PK_HB + 4 * PK_HB * PK_D);
-    for (int it = blockIdx.x * nquad + quad; it < a.nkv * nhg * nchv; it += gridDim.x * nquad) {
-        const int c = it % nchv, hg = it / nchv % nhg, kvh = it / nchv / nhg;
+    const int items = a.nkv * nhg * nchv;
+    for (int it0 = blockIdx.x * nquad; it0 < items; it0 += gridDim.x * nquad) {   /* the same rounds for the block's 4 quarters */
+        const int it = it0 + quad, c = it % nchv, hg = it / nchv % nhg, kvh = it / nchv / nhg;
         const int t0 = c * ch, h0 = kvh * G + hg * PK_HB;
         attn_part<PK_D / WARP, PK_HB>(a.qkv + (size_t)h0 * PK_D, a.scale, min(PK_HB, G - hg * PK_HB), L.kc, L.vc, a.kvdim, kvh, t0, min(t0 + ch, pos + 1), sm,
-                               a.part + ((size_t)h0 * a.nch + c) * (PK_D + 2), (size_t)a.nch * (PK_D + 2), 1 + quad);
+                                      a.part + ((size_t)h0 * a.nch + c) * (PK_D + 2), (size_t)a.nch * (PK_D + 2), it < items);
     }
 }
 
@@ -2010,7 +2027,7 @@ __device__ void pk_pre_router(const PArgs &a, const PLayer &L, const PSmem &s, i
         l2_prefetch(L.router + (size_t)(it / nsl) * a.E + (it % nsl) * 256, 1024, threadIdx.x % WARP, WARP);
 }
 __device__ void pk_router(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
-    norm_x(a.x, a.E, a.eps, s.xsf, s.xs, s.xds);
+    pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, false);
     const int lane = threadIdx.x % WARP, nsl = a.E / 256;
     for (int it = gw; it < a.ne * nsl; it += NW) {
         const int row = it / nsl, sl = it % nsl;
@@ -2136,6 +2153,40 @@ __device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw,
     }
 }
 
+/* H: the output head, 8 rows a group; the argmax reduced over the group's rows before its
+ * one atomic (one per row would queue 152K atomics on one address) */
+__device__ void pk_pre_head(const PArgs &a, const PSmem &s, int gw) {
+    norm_stage_w(a.out_norm, a.E, s.xsf);
+    cp_async_commit();
+    if (gw * 8 < a.nvocab) {
+        const uint8_t *wp[8];
+#pragma unroll
+        for (int r = 0; r < 8; r++) wp[r] = a.out_w + (size_t)min(gw * 8 + r, a.nvocab - 1) * a.out_rb;
+        pk_issue<8>(a.out_t, wp, 0xFFu, a.out_rb, s.wb + (threadIdx.x / WARP) * PK_WB);
+    } else {
+        cp_async_commit();
+    }
+}
+__device__ void pk_head(const PArgs &a, const PSmem &s, int gw, int NW) {
+    pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
+    const int lane = threadIdx.x % WARP;
+    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
+    for (int g = gw; g * 8 < a.nvocab; g += NW) {
+        const int row0 = g * 8, nv = min(8, a.nvocab - row0);
+        const uint8_t *wp[8];
+#pragma unroll
+        for (int r = 0; r < 8; r++) wp[r] = a.out_w + (size_t)min(row0 + r, a.nvocab - 1) * a.out_rb;
+        pk_rows<8, false>(a.out_t, wp, g == gw ? 0xFFu : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
+        const float v = lane < nv ? res[lane] : 0.f;
+        if (lane < nv) a.logits[row0 + lane] = v;
+        unsigned long long key = lane < nv && v == v ? argmax_key(v, row0 + lane) : 0ull;
+#pragma unroll
+        for (int o = 4; o > 0; o >>= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
+        if (lane == 0 && key) atomicMax(a.amax, key);
+    }
+}
+
 __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
     extern __shared__ __align__(16) uint8_t sbuf[];
     PSmem s;
@@ -2182,6 +2233,10 @@ __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
         PK_SYNC(pk_pre_down(a, L, s, gw));
         pk_down(a, L, s, gw, NW);
         if (l + 1 < a.nl) PK_SYNC(pk_pre_qkv(a, a.L[l + 1], s, gw));
+    }
+    if (a.head) {
+        PK_SYNC(pk_pre_head(a, s, gw));
+        pk_head(a, s, gw, NW);
     }
 #undef PK_SYNC
 }
@@ -2320,7 +2375,7 @@ struct GpuModel {
     int graph_ok;
     int pdl, pdl_now;        /* QWEN3MOE_PDL=0 turns programmatic dependent launch off (A/B); pdl_now: capturing decode */
     /* the persistent decode kernel (k_persist); QWEN3MOE_PERSIST=0 takes the per-kernel graph */
-    int persist, pk_grid;
+    int persist, pk_grid, pk_head;   /* pk_head: the output head runs in it too (Q4_K or Q6_K) */
     size_t pk_smem_bytes;
     PLayer *d_pl;
     unsigned *pk_bar, *pk_hcnt, *pk_qcnt;
@@ -2415,6 +2470,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
         CK(cudaMalloc(&g->pk_prof, n * sizeof(unsigned long long)));
         CK(cudaMemset(g->pk_prof, 0, n * sizeof(unsigned long long)));
     }
+    g->pk_head = (g->out.type == GGML_TYPE_Q4_K || g->out.type == GGML_TYPE_Q6_K) && g->out.ncols == c.n_embd;
     g->persist = 1;
     return 0;
 }
@@ -2434,6 +2490,9 @@ static int launch_persist(GpuModel *g, char *err, size_t errlen) {
     a.pos_dev = g->d_io + 1;
     a.rec = g->rec; a.recp = g->recp; a.force = g->d_force; a.force_on = g->d_force_on;
     a.prof = g->pk_prof;
+    a.head = g->pk_head;
+    a.nvocab = c.n_vocab; a.out_t = g->out.type; a.out_w = g->out.p; a.out_rb = g->out.rb; a.out_norm = g->out_norm;
+    a.logits = g->logits; a.amax = g->d_amax;
     CK(cudaMemsetAsync(g->pk_bar, 0, sizeof(unsigned), g->st));
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = g->pk_grid;
@@ -2996,6 +3055,7 @@ static int enqueue_decode(GpuModel *g, char *err, size_t errlen) {
                     (const int *)g->d_force_on, g->pdl_now, fold ? L.ffn_norm : nullptr, c.rms_eps));
         if (launch_experts(g, L, xin, xq, g->xd, g->x, err, errlen, fold ? L.ffn_norm : nullptr)) return -1;
     }
+    if (g->persist && g->pk_head) return 0;   /* k_persist ran the head too */
     CK(launch_k(g, k_rmsnorm, 1, NTHR, E * sizeof(float), g->x, g->out_norm, E, c.rms_eps, g->xn, nullptr, xq, g->xd));
     {
         const DT *w[1] = {&g->out};

@@ -39,7 +39,7 @@ import json, sys
 d = json.load(open(sys.argv[2])); p, g = d["prefill"], d["decode"]
 bw = d["copy_bandwidth_gb_s"]
 print(f'| {sys.argv[1]:<22} | {d["depth"]:>5} | {p["tok_s"]:>9.1f} ({p["min"]:.0f}..{p["max"]:.0f}) | {g["tok_s"]:>7.1f} ({g["min"]:.1f}..{g["max"]:.1f}) '
-      f'| {g["gb_s"]:>6.0f} | {100*g["gb_s"]/bw if bw else 0:>4.1f}% | {d["vram_used_bytes"]/2**30:>5.1f} | {d["card"]} |')
+      f'| {g["gb_s"]:>6.0f} | {100*g["gb_s"]/bw if bw else 0:>4.1f}% | {d["vram_used_bytes"]/2**30:>5.1f} | {d["card"]} | {d.get("decode_path", "")} |')
 PY
 }
 first=1
@@ -57,6 +57,6 @@ for mix in $MIXES; do
     rm -f $m
 done
 cat $OUT/gen.txt
-echo "| model (30B-A3B shape)  | depth | pp512 tok/s (min..max) | tg128 tok/s (min..max) | GB/s | of copy BW | VRAM GiB | card |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+echo "| model (30B-A3B shape)  | depth | pp512 tok/s (min..max) | tg128 tok/s (min..max) | GB/s | of copy BW | VRAM GiB | card | decode |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
 cat $ROWS

@@ -103,6 +103,30 @@ if "$GEN" -q -o "$m" --preset tiny --type q8_0 --seed 4 > /dev/null 2>&1; then
     rm -f "$m"
 fi
 
+# 3d. the persistent decode kernel (k_persist: Q4_K/Q6_K weights, heads of 128). It must be
+# the path decode takes for such a model, pass the strict thresholds on a prompt long enough
+# that decode attention spans several chunks, and on a shape with 16 query heads per KV head
+# (several attention items per head) and 8 experts used; the kernel graph it replaces stays
+# checked with QWEN3MOE_PERSIST=0.
+LONG="$PROMPT"; for i in 1 2 3 4 5 6 7 8; do LONG="$LONG $PROMPT"; done
+for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--preset tiny --type q6_k --seed 12" \
+            "pk-g16-q4_k_m|--layers 2 --embd 512 --heads 16 --heads-kv 1 --head-dim 128 --experts 16 --experts-used 8 --ff 256 --mix q4_k_m --seed 5"; do
+    name=${spec%%|*} m=$LOG/${spec%%|*}.gguf
+    if ! "$GEN" -q -o "$m" ${spec#*|} > /dev/null 2>&1; then nok "gen_model $name"; continue; fi
+    "$Q" -m "$m" --parity --raw -p "$LONG" -n 12 > "$LOG/$name.parity.log" 2>&1; rc=$?
+    path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.parity.log")
+    if [ "$rc" -eq 0 ] && [ "${path#persistent kernel}" != "$path" ]; then
+        ok "parity $name, long prompt, on the $path: $(grep -E 'mean cosine|min cosine|expert sets' "$LOG/$name.parity.log" | tr -s ' ' | cut -c1-60 | tr '\n' ';')"
+    else nok "parity $name on the persistent kernel (exit $rc, decode: ${path:-?})"; grep -E "FAIL|DIFFERS|rror" "$LOG/$name.parity.log" | head -5; fi
+    if [ "$name" = pk-tiny-q4_k ]; then
+        QWEN3MOE_PERSIST=0 "$Q" -m "$m" --parity --raw -p "$PROMPT" -n 12 > "$LOG/$name.graph.parity.log" 2>&1; rc=$?
+        path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.graph.parity.log")
+        if [ "$rc" -eq 0 ] && [ "${path#kernel graph}" != "$path" ]; then ok "parity $name with QWEN3MOE_PERSIST=0 on the $path"
+        else nok "parity $name with QWEN3MOE_PERSIST=0 (exit $rc, decode: ${path:-?})"; fi
+    fi
+    rm -f "$m"
+done
+
 # 3c. a KV cache that cannot fit: refused before any upload, naming what it needs and -c
 m=$LOG/vram.gguf
 if "$GEN" -q -o "$m" --preset tiny --layers 8 --heads 8 --heads-kv 8 --type q4_0 --seed 2 > /dev/null 2>&1; then
@@ -113,7 +137,7 @@ if "$GEN" -q -o "$m" --preset tiny --layers 8 --heads 8 --heads-kv 8 --type q4_0
     rm -f "$m"
 fi
 
-# 4. compute-sanitizer on one parity run
+# 4. compute-sanitizer on one parity run (a Q4_K model: the persistent decode kernel)
 if command -v compute-sanitizer >/dev/null; then
     m=$LOG/san.gguf
     "$GEN" -q -o "$m" --preset tiny --type q4_k --seed 3 > /dev/null 2>&1
