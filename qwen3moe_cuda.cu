@@ -2187,6 +2187,10 @@ __device__ void pk_head(const PArgs &a, const PSmem &s, int gw, int NW) {
     }
 }
 
+/* A whole decode step: reads every weight byte of the step once (1.92 GB for 30B-A3B
+ * Q4_K_M: the K experts, attention, router, head) plus the KV rows, in phases over all
+ * SMs (one 16-warp block each, so that the grid barriers cost ~1 us and each warp can
+ * issue its next phase's copies before waiting). */
 __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
     extern __shared__ __align__(16) uint8_t sbuf[];
     PSmem s;
