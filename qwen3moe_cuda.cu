@@ -606,6 +606,11 @@ __device__ __forceinline__ void rows_dq(int type, const uint8_t *w0, size_t rb, 
     }
 }
 
+/* the quantized types with an int8-activation dot (QT<T>): every per-type switch over them */
+#define QUANT_TYPES(X)                                                                                              \
+    X(GGML_TYPE_Q4_0) X(GGML_TYPE_Q4_1) X(GGML_TYPE_Q5_0) X(GGML_TYPE_Q5_1) X(GGML_TYPE_Q8_0) X(GGML_TYPE_IQ4_NL) \
+    X(GGML_TYPE_IQ4_XS) X(GGML_TYPE_Q2_K) X(GGML_TYPE_Q3_K) X(GGML_TYPE_Q4_K) X(GGML_TYPE_Q5_K) X(GGML_TYPE_Q6_K)
+
 template <int R>
 __device__ __forceinline__ void rows_any(int type, const uint8_t *w0, size_t rb, int nvalid, int ncols, const float *xf, const int8_t *xq,
                                          const float *xd, float *acc) {
@@ -614,19 +619,10 @@ __device__ __forceinline__ void rows_any(int type, const uint8_t *w0, size_t rb,
         else rows_dq<R>(type, w0, rb, nvalid, ncols, xf, acc);
         return;
     }
+#define RQ_CASE(T) case T: rows_q<T, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
     switch (type) {
-    case GGML_TYPE_Q4_0: rows_q<GGML_TYPE_Q4_0, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_Q4_1: rows_q<GGML_TYPE_Q4_1, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_Q5_0: rows_q<GGML_TYPE_Q5_0, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_Q5_1: rows_q<GGML_TYPE_Q5_1, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_Q8_0: rows_q<GGML_TYPE_Q8_0, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_IQ4_NL: rows_q<GGML_TYPE_IQ4_NL, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_IQ4_XS: rows_q<GGML_TYPE_IQ4_XS, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_Q2_K: rows_q<GGML_TYPE_Q2_K, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_Q3_K: rows_q<GGML_TYPE_Q3_K, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_Q4_K: rows_q<GGML_TYPE_Q4_K, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_Q5_K: rows_q<GGML_TYPE_Q5_K, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
-    case GGML_TYPE_Q6_K: rows_q<GGML_TYPE_Q6_K, R>(w0, rb, nvalid, ncols, xq, xd, acc); break;
+    QUANT_TYPES(RQ_CASE)
+#undef RQ_CASE
     default: rows_f<R>(type, w0, rb, nvalid, ncols, xf, acc); break;
     }
 }
@@ -670,19 +666,26 @@ static inline int stage_cap(size_t rb) { return (int)std::min((size_t)STAGE_CAP_
  * rows r < split come from w0 + r*rb, the others from w1 + (r-split)*rb; nv0/nv1 = valid
  * rows of each part. The copies carry no registers, so a kernel can issue them for
  * weights (never written) before its grid dependency wait and let them land meanwhile. */
+/* n bytes from gp (ok: else nothing) into dst, from the 16-byte boundary below gp, by the
+ * warp. ROLLED keeps the loop rolled (the persistent kernel's code size). */
+template <bool ROLLED = false>
+__device__ __forceinline__ void row_issue16(const uint8_t *gp, size_t n, uint8_t *dst, bool ok) {
+    const uint8_t *base = (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15);
+    const int nv = ok ? ((int)(gp - base) + (int)n + 15) / 16 : 0;
+    if (ROLLED) {
+#pragma unroll 1
+        for (int k = threadIdx.x % WARP; k < nv; k += WARP) cp_async16(dst + 16 * k, base + 16 * k);
+    } else {
+        for (int k = threadIdx.x % WARP; k < nv; k += WARP) cp_async16(dst + 16 * k, base + 16 * k);
+    }
+}
 template <int R>
 __device__ __forceinline__ void rows_issue(const uint8_t *w0, const uint8_t *w1, int split, size_t rb, int nv0, int nv1, size_t cb0, size_t cb1,
                                            uint8_t *buf, int cap) {
-    const int lane = threadIdx.x % WARP;
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        const bool ok = r < split ? r < nv0 : r - split < nv1;
-        const uint8_t *gp = (r < split ? w0 + (size_t)r * rb : w1 + (size_t)(r - split) * rb) + cb0;
-        const uint8_t *base = (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15);
-        const int off = (int)(gp - base);
-        const int nv = ok ? (off + (int)(cb1 - cb0) + 15) / 16 : 0;
-        for (int k = lane; k < nv; k += WARP) cp_async16(buf + r * cap + 16 * k, base + 16 * k);
-    }
+    for (int r = 0; r < R; r++)
+        row_issue16((r < split ? w0 + (size_t)r * rb : w1 + (size_t)(r - split) * rb) + cb0, cb1 - cb0, buf + r * cap,
+                    r < split ? r < nv0 : r - split < nv1);
 }
 /* staged bytes per 256 columns, and how many 256-column steps fit the staging cap at once */
 template <int T> __device__ __forceinline__ int stage_sb() { return QT<T>::BS * (256 / QT<T>::BLK); }
@@ -739,9 +742,7 @@ __device__ __forceinline__ bool rows_pre_issue(int type, const uint8_t *w0, cons
     } else {
         switch (type) {
 #define SB_CASE(T_) case T_: sb = stage_sb<T_>(); break;
-        SB_CASE(GGML_TYPE_Q4_0) SB_CASE(GGML_TYPE_Q4_1) SB_CASE(GGML_TYPE_Q5_0) SB_CASE(GGML_TYPE_Q5_1) SB_CASE(GGML_TYPE_Q8_0)
-        SB_CASE(GGML_TYPE_IQ4_NL) SB_CASE(GGML_TYPE_IQ4_XS) SB_CASE(GGML_TYPE_Q2_K) SB_CASE(GGML_TYPE_Q3_K) SB_CASE(GGML_TYPE_Q4_K)
-        SB_CASE(GGML_TYPE_Q5_K) SB_CASE(GGML_TYPE_Q6_K)
+        QUANT_TYPES(SB_CASE)
 #undef SB_CASE
         default: return false;
         }
@@ -771,20 +772,9 @@ __device__ __forceinline__ void rows_any_s(int type, const uint8_t *w0, const ui
             }
             return;
         }
-#define RQS(TT) rows_qs<TT, R, MV>(w0, w1, split, rb, nv0, nv1, ncols, xq, xd, acc, buf, cap, pre)
+#define RQS(TT) case TT: rows_qs<TT, R, MV>(w0, w1, split, rb, nv0, nv1, ncols, xq, xd, acc, buf, cap, pre); break;
         switch (type) {
-        case GGML_TYPE_Q4_0: RQS(GGML_TYPE_Q4_0); break;
-        case GGML_TYPE_Q4_1: RQS(GGML_TYPE_Q4_1); break;
-        case GGML_TYPE_Q5_0: RQS(GGML_TYPE_Q5_0); break;
-        case GGML_TYPE_Q5_1: RQS(GGML_TYPE_Q5_1); break;
-        case GGML_TYPE_Q8_0: RQS(GGML_TYPE_Q8_0); break;
-        case GGML_TYPE_IQ4_NL: RQS(GGML_TYPE_IQ4_NL); break;
-        case GGML_TYPE_IQ4_XS: RQS(GGML_TYPE_IQ4_XS); break;
-        case GGML_TYPE_Q2_K: RQS(GGML_TYPE_Q2_K); break;
-        case GGML_TYPE_Q3_K: RQS(GGML_TYPE_Q3_K); break;
-        case GGML_TYPE_Q4_K: RQS(GGML_TYPE_Q4_K); break;
-        case GGML_TYPE_Q5_K: RQS(GGML_TYPE_Q5_K); break;
-        case GGML_TYPE_Q6_K: RQS(GGML_TYPE_Q6_K); break;
+        QUANT_TYPES(RQS)
         default: break;
         }
 #undef RQS
@@ -1016,6 +1006,21 @@ __global__ void k_quant(const float *__restrict__ x, int ngroups, int8_t *q, flo
     warp_quant(x[(size_t)g * 32 + threadIdx.x % WARP], q + (size_t)g * 32, d + g);
 }
 
+/* Rotate pair t (elements t and t + D/2, NEOX) of a head at position pos: the angle is
+ * pos * scale^t built by repeated multiplication, as ggml does. cosf and sinf as the CPU
+ * reference; ONE_CALL: sincosf, one range reduction in the code (the persistent kernel
+ * must stay small for the instruction cache: 312 against 319 tok/s with two). */
+template <bool ONE_CALL = false>
+__device__ __forceinline__ void rope_pair(float y0, float y1, int pos, int t, float theta_scale, float &r0, float &r1) {
+    float theta = (float)pos;
+    for (int i = 0; i < t; i++) theta *= theta_scale;
+    float c, s;
+    if (ONE_CALL) sincosf(theta, &s, &c);
+    else { c = cosf(theta); s = sinf(theta); }
+    r0 = y0 * c - y1 * s;
+    r1 = y0 * s + y1 * c;
+}
+
 /* Per-head RMSNorm of q and k, NEOX RoPE (pairs i, i+D/2), k and v stored as f16
  * in the cache at their positions. One block per head vector, thread per pair. The
  * angle is built as pos * scale^i by repeated multiplication, as ggml does. */
@@ -1047,12 +1052,8 @@ __global__ void k_qk_rope(float *qkv, int stride, int nh, int nkv, int D, const 
     for (int j = 0; j < (int)blockDim.x / WARP; j++) tot += red[j];
     if (!act) return;
     const float sc = 1.0f / sqrtf(tot / D + eps);
-    x0 = x0 * sc * w[t];
-    x1 = x1 * sc * w[t + half];
-    float theta = (float)pos;
-    for (int j = 0; j < t; j++) theta *= theta_scale;
-    const float c = cosf(theta), s = sinf(theta);
-    const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+    float y0, y1;
+    rope_pair(x0 * sc * w[t], x1 * sc * w[t + half], pos, t, theta_scale, y0, y1);
     if (isq) {
         v[t] = y0;
         v[t + half] = y1;
@@ -1202,6 +1203,39 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
                    part + (((size_t)i * nh + h0) * nch + c) * (D + 2), (size_t)nch * (D + 2), true);
 }
 
+/* Element d of one head's output from the partials (acc[D], max, sum) of its nv chunks,
+ * pp[c * (D + 2)]; 4 chunks' loads in flight at a time (a loop using each load at once
+ * would wait a round trip per chunk), read past L1 (the persistent kernel's other SMs). */
+__device__ __forceinline__ float attn_merge(const float *pp, int nv, int D, int d) {
+    float M = -INFINITY;
+    for (int c0 = 0; c0 < nv; c0 += 4) {
+        float m[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) m[u] = c0 + u < nv ? __ldcg(pp + (c0 + u) * (D + 2) + D) : -INFINITY;
+#pragma unroll
+        for (int u = 0; u < 4; u++) M = fmaxf(M, m[u]);
+    }
+    float acc = 0.f, L = 0.f;
+    for (int c0 = 0; c0 < nv; c0 += 4) {
+        float m[4], v[4], l[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const bool ok = c0 + u < nv;
+            const float *q = pp + (c0 + u) * (D + 2);
+            m[u] = ok ? __ldcg(q + D) : -INFINITY;
+            v[u] = ok ? __ldcg(q + d) : 0.f;
+            l[u] = ok ? __ldcg(q + D + 1) : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const float f = expf(m[u] - M);
+            acc += v[u] * f;
+            L += l[u] * f;
+        }
+    }
+    return acc / L;
+}
+
 /* Merge the chunks of each head: reads nch*(D+2) floats per head, writes the head's
  * output as f32, f16 (GEMM input) and/or int8 (matvec input). Block per (head, token). */
 __global__ void k_attn_combine(const float *__restrict__ part, int nh, int D, int ch, int nch, const int *__restrict__ pos_dev, float *out,
@@ -1211,22 +1245,23 @@ __global__ void k_attn_combine(const float *__restrict__ part, int nh, int D, in
     const int pos = pos_dev[0] + i;
     ch = att_chunk(ch, pos_dev[0]);
     const int nv = min(nch, pos / ch + 1);
-    const float *pp = part + ((size_t)i * nh + h) * nch * (D + 2);
-    float M = -INFINITY;
-#pragma unroll 8
-    for (int c = 0; c < nv; c++) M = fmaxf(M, pp[c * (D + 2) + D]);
-    float a = 0.f, L = 0.f;
-#pragma unroll 8
-    for (int c = 0; c < nv; c++) {
-        const float f = expf(pp[c * (D + 2) + D] - M);
-        a += pp[c * (D + 2) + d] * f;
-        L += pp[c * (D + 2) + D + 1] * f;
-    }
-    const float v = a / L;
+    const float v = attn_merge(part + ((size_t)i * nh + h) * nch * (D + 2), nv, D, d);
     const size_t o = (size_t)i * nh * D + (size_t)h * D + d;
     if (out) out[o] = v;
     if (out16) out16[o] = __float2half(v);
     if (oq) warp_quant(v, oq + (o & ~(size_t)31), od + o / 32);
+}
+
+/* Softmax over the ne values in sp, in place, by one warp (the router's probabilities). */
+__device__ __forceinline__ void softmax_warp(float *sp, int ne) {
+    const int lane = threadIdx.x % WARP;
+    float mx = -INFINITY;
+    for (int e = lane; e < ne; e += WARP) mx = fmaxf(mx, sp[e]);
+    mx = warp_max(mx);
+    float sum = 0.f;
+    for (int e = lane; e < ne; e += WARP) { const float p = expf(sp[e] - mx); sp[e] = p; sum += p; }
+    sum = warp_sum(sum);
+    for (int e = lane; e < ne; e += WARP) sp[e] /= sum;
 }
 
 /* Router tail, one warp: softmax over the ne logits in sp (shared, overwritten), top-k
@@ -1237,13 +1272,7 @@ __global__ void k_attn_combine(const float *__restrict__ part, int nh, int D, in
 __device__ __forceinline__ void router_topk_sp(float *sp, int ne, int K, int *sel, float *selw, int *rec, float *recp, const int *__restrict__ force,
                                                const int *__restrict__ force_on) {
     const int lane = threadIdx.x % WARP;
-    float mx = -INFINITY;
-    for (int e = lane; e < ne; e += WARP) mx = fmaxf(mx, sp[e]);
-    mx = warp_max(mx);
-    float sum = 0.f;
-    for (int e = lane; e < ne; e += WARP) { const float p = expf(sp[e] - mx); sp[e] = p; sum += p; }
-    sum = warp_sum(sum);
-    for (int e = lane; e < ne; e += WARP) sp[e] /= sum;
+    softmax_warp(sp, ne);
     __syncwarp();
     float wsum = 0.f;
     for (int k = 0; k < K; k++) {
@@ -1738,15 +1767,8 @@ template <> struct QW<GGML_TYPE_Q6_K> {
  * buf + r * cap, from the 16-byte boundary below its start). */
 template <int R>
 __device__ __forceinline__ void rows_issue_p(const uint8_t *const *wp, unsigned ok, size_t cb0, size_t cb1, uint8_t *buf, int cap) {
-    const int lane = threadIdx.x % WARP;
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        const uint8_t *gp = wp[r] + cb0;
-        const uint8_t *base = (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15);
-        const int nv = (ok >> r) & 1 ? ((int)(gp - base) + (int)(cb1 - cb0) + 15) / 16 : 0;
-#pragma unroll 1
-        for (int k = lane; k < nv; k += WARP) cp_async16(buf + r * cap + 16 * k, base + 16 * k);
-    }
+    for (int r = 0; r < R; r++) row_issue16<true>(wp[r] + cb0, cb1 - cb0, buf + r * cap, (ok >> r) & 1);
 }
 /* pre: the first chunk's copies were issued already (pk_issue, the same arguments).
  * T: a type with a wide dot (QW<T>::OK). Row r's total goes to res[r] (the warp's
@@ -1829,6 +1851,21 @@ __device__ __forceinline__ void pk_wait(const unsigned *bar, unsigned target) {
     __syncthreads();
 }
 
+/* After a warp has stored its part (n of total items) of a group: whether it completed the
+ * group, i.e. was the last to arrive (the counter is reset for the next use). Every other
+ * warp's stores are then visible to it (fences on both sides, as in threadFenceReduction). */
+__device__ __forceinline__ bool warp_completes(unsigned *cnt, unsigned n, unsigned total) {
+    int done = 0;
+    if (threadIdx.x % WARP == 0) {
+        __threadfence();
+        done = atomicAdd(cnt, n) + n == total;
+        if (done) *cnt = 0u;
+    }
+    done = __shfl_sync(0xffffffffu, done, 0);
+    if (done) __threadfence();
+    return done;
+}
+
 /* One head after the q/k/v matvec (one warp): q and k RMS-normalized over the head and
  * rotated (NEOX pairs i, i + D/2), as k_qk_rope; q stays in qkv, k and v go to the cache. */
 __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int pos) {
@@ -1854,12 +1891,8 @@ __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int pos) {
 #pragma unroll
     for (int j = 0; j < 2; j++) {
         const int t = lane + 32 * j;
-        const float y0 = x0[j] * sc * w[t], y1 = x1[j] * sc * w[t + half];
-        float theta = (float)pos;
-        for (int i = 0; i < t; i++) theta *= a.theta_scale;
-        float c, s;
-        sincosf(theta, &s, &c);   /* one range reduction for both: less code in the persistent kernel */
-        const float r0 = y0 * c - y1 * s, r1 = y0 * s + y1 * c;
+        float r0, r1;
+        rope_pair<true>(x0[j] * sc * w[t], x1[j] * sc * w[t + half], pos, t, a.theta_scale, r0, r1);
         if (isq) {
             v[t] = r0;
             v[t + half] = r1;
@@ -1907,18 +1940,9 @@ __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int pos,
         pk_rows<4, false>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], a.E, s.xs, s.xds, 0, res, buf, g == gw);
         float *y = a.qkv + (seg == 0 ? 0 : seg == 1 ? a.qdim : a.qdim + a.kvdim) + row0;
         const int hh = (seg == 0 ? 0 : seg == 1 ? a.nh : a.nh + a.nkv) + row0 / PK_D;
-        int done = 0;
-        if (lane == 0) {
-#pragma unroll
+        if (lane == 0)
             for (int r = 0; r < 4; r++) y[r] = res[r];
-            __threadfence();
-            done = atomicAdd(a.hcnt + hh, 4u) + 4u == PK_D;
-        }
-        if (__shfl_sync(0xffffffffu, done, 0)) {   /* the head's last rows: every other warp's are visible */
-            __threadfence();
-            pk_rope(a, L, hh, pos);
-            if (lane == 0) a.hcnt[hh] = 0u;
-        }
+        if (warp_completes(a.hcnt + hh, 4u, PK_D)) pk_rope(a, L, hh, pos);
     }
 }
 
@@ -1956,38 +1980,8 @@ __device__ void pk_pf_attn(const PArgs &a, const PLayer &L, int pos) {
 __device__ void pk_comb(const PArgs &a, int pos) {
     const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1), D = PK_D;
     const int quad = threadIdx.x / 128, nquad = PK_THREADS / 128, d = threadIdx.x % 128;
-    for (int h = blockIdx.x * nquad + quad; h < a.nh; h += gridDim.x * nquad) {
-        const float *pp = a.part + (size_t)h * a.nch * (D + 2);
-        /* 4 chunks' loads in flight at a time: a loop that used each load at once would
-         * wait a round trip per chunk */
-        float M = -INFINITY;
-        for (int c0 = 0; c0 < nchv; c0 += 4) {
-            float m[4];
-#pragma unroll
-            for (int u = 0; u < 4; u++) m[u] = c0 + u < nchv ? __ldcg(pp + (c0 + u) * (D + 2) + D) : -INFINITY;
-#pragma unroll
-            for (int u = 0; u < 4; u++) M = fmaxf(M, m[u]);
-        }
-        float acc = 0.f, L = 0.f;
-        for (int c0 = 0; c0 < nchv; c0 += 4) {
-            float m[4], v[4], l[4];
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                const bool ok = c0 + u < nchv;
-                const float *q = pp + (c0 + u) * (D + 2);
-                m[u] = ok ? __ldcg(q + D) : -INFINITY;
-                v[u] = ok ? __ldcg(q + d) : 0.f;
-                l[u] = ok ? __ldcg(q + D + 1) : 0.f;
-            }
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                const float f = expf(m[u] - M);
-                acc += v[u] * f;
-                L += l[u] * f;
-            }
-        }
-        warp_quant(acc / L, a.aq + h * D + (d & ~31), a.ad + (h * D + d) / 32);
-    }
+    for (int h = blockIdx.x * nquad + quad; h < a.nh; h += gridDim.x * nquad)
+        warp_quant(attn_merge(a.part + (size_t)h * a.nch * (D + 2), nchv, D, d), a.aq + h * D + (d & ~31), a.ad + (h * D + d) / 32);
 }
 
 /* D: o-proj + residual, 2 rows a warp. */
@@ -2060,15 +2054,7 @@ __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l
     __syncthreads();
     /* softmax (warp 0, as router_topk_sp), then every expert's rank among the probabilities
      * (ties to the lower id) in parallel: rank < K is chosen, at that place */
-    if (t < WARP) {
-        float mx = -INFINITY;
-        for (int e = lane; e < a.ne; e += WARP) mx = fmaxf(mx, s.lg[e]);
-        mx = warp_max(mx);
-        float sum = 0.f;
-        for (int e = lane; e < a.ne; e += WARP) { const float p = expf(s.lg[e] - mx); s.lg[e] = p; sum += p; }
-        sum = warp_sum(sum);
-        for (int e = lane; e < a.ne; e += WARP) s.lg[e] /= sum;
-    }
+    if (t < WARP) softmax_warp(s.lg, a.ne);
     __syncthreads();
     for (int e = t; e < a.ne; e += blockDim.x) {
         const float p = s.lg[e];
@@ -2109,16 +2095,8 @@ __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l
         if (lane < nv) a.h[(size_t)k * a.Fpad + o0 + lane] = res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane];
         /* the warp completing a group of 32 outputs quantizes it for G (as the rope in A) */
         const int grp = k * (a.Fpad / 32) + o0 / 32;
-        int done = 0;
-        if (lane == 0) {
-            __threadfence();
-            done = atomicAdd(a.qcnt + grp, (unsigned)nv) + nv == 32;
-        }
-        if (__shfl_sync(0xffffffffu, done, 0)) {
-            __threadfence();
+        if (warp_completes(a.qcnt + grp, (unsigned)nv, 32u))
             warp_quant(__ldcg(a.h + (size_t)grp * 32 + lane), a.hq + (size_t)grp * 32, a.hd + grp);
-            if (lane == 0) a.qcnt[grp] = 0u;
-        }
     }
 }
 
