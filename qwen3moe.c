@@ -1960,6 +1960,7 @@ static int run_parity(const Options *o, const Model *m, const Tokenizer *t, cons
     fprintf(stderr, "\nparity summary (%s, %d positions, %d layers, k=%d, %s)\n", info.name, P, NL, K,
             forced ? "GPU computes with the CPU's expert sets; its router's own choice is compared" : "GPU on its own routing");
     fprintf(stderr, "  GPU decode      %s\n", info.decode);
+    fprintf(stderr, "  GPU prefill     %s\n", info.prefill);
     fprintf(stderr, "  mean cosine     %.7f   (threshold >= %g)%s\n", mean_cos, o->par_mean_cos, mean_cos >= o->par_mean_cos ? "" : "  FAIL");
     fprintf(stderr, "  min cosine      %.7f   (threshold >= %g)%s\n", min_cos, o->par_min_cos, min_cos >= o->par_min_cos ? "" : "  FAIL");
     fprintf(stderr, "  max |delta|     %.4g\n", worst_abs);
@@ -2028,7 +2029,7 @@ static int run_bench(const Options *o, const Model *m, Engine *e) {
     double copy_bw = 0;
     if (e->use_gpu) { gpu_info(e->gpu, &info); copy_bw = gpu_copy_bandwidth(e->gpu); }
     fprintf(stderr, "bench: %s, prefill %d, decode %d, depth %d, %d runs after 1 warm-up\n", info.name, np, ng, depth, reps);
-    if (e->use_gpu) fprintf(stderr, "bench: decode runs as a %s\n", info.decode);
+    if (e->use_gpu) fprintf(stderr, "bench: decode runs as a %s; prefill multiplies experts by %s\n", info.decode, info.prefill);
     if (depth > 0) { engine_reset(e); engine_eval(e, toks, depth, 0, NULL); }
     for (int r = -1; r < reps; r++) {
         if (np > 0) {
@@ -2071,9 +2072,9 @@ static int run_bench(const Options *o, const Model *m, Engine *e) {
     if (o->json) {
         printf("{\"card\":\"%s\",\"backend\":\"%s\",\"depth\":%d,\"reps\":%d,\"prefill\":{\"tokens\":%d,\"tok_s\":%.3f,\"min\":%.3f,\"max\":%.3f},"
                "\"decode\":{\"tokens\":%d,\"tok_s\":%.3f,\"min\":%.3f,\"max\":%.3f,\"bytes_per_token\":%.0f,\"gb_s\":%.3f},"
-               "\"copy_bandwidth_gb_s\":%.3f,\"vram_used_bytes\":%zu,\"decode_path\":\"%s\"}\n",
+               "\"copy_bandwidth_gb_s\":%.3f,\"vram_used_bytes\":%zu,\"decode_path\":\"%s\",\"prefill_path\":\"%s\"}\n",
                info.name, e->use_gpu ? "gpu" : "cpu", depth, reps, np, ppm, pplo, pphi, ng, tgm, tglo, tghi, bytes, gbs,
-               copy_bw / 1e9, info.vram_used_model, e->use_gpu ? info.decode : "cpu");
+               copy_bw / 1e9, info.vram_used_model, e->use_gpu ? info.decode : "cpu", e->use_gpu ? info.prefill : "cpu");
         out_flush();
     }
     free(toks); free(pp); free(tg);

@@ -67,6 +67,7 @@ typedef struct {
     size_t vram_total;       /* bytes */
     size_t vram_used_model;  /* bytes this model holds: weights + KV + scratch */
     char decode[128];        /* how a decode step runs, e.g. "persistent kernel, 132 blocks" */
+    char prefill[128];       /* how prefill multiplies the experts, e.g. "expert GEMM on quantized weights" */
 } GpuInfo;
 
 /* Number of usable CUDA devices (0 without a driver or card); never fails. */

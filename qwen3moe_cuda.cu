@@ -20,6 +20,7 @@
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <mma.h>
 #include <cublas_v2.h>
 #include <math.h>
 #include <stdarg.h>
@@ -610,6 +611,11 @@ __device__ __forceinline__ void rows_dq(int type, const uint8_t *w0, size_t rb, 
 #define QUANT_TYPES(X)                                                                                              \
     X(GGML_TYPE_Q4_0) X(GGML_TYPE_Q4_1) X(GGML_TYPE_Q5_0) X(GGML_TYPE_Q5_1) X(GGML_TYPE_Q8_0) X(GGML_TYPE_IQ4_NL) \
     X(GGML_TYPE_IQ4_XS) X(GGML_TYPE_Q2_K) X(GGML_TYPE_Q3_K) X(GGML_TYPE_Q4_K) X(GGML_TYPE_Q5_K) X(GGML_TYPE_Q6_K)
+/* the same types with their block geometry: elements per block, bytes per block */
+#define QUANT_BLOCKS(X)                                                                                                 \
+    X(GGML_TYPE_Q4_0, 32, 18) X(GGML_TYPE_Q4_1, 32, 20) X(GGML_TYPE_Q5_0, 32, 22) X(GGML_TYPE_Q5_1, 32, 24)             \
+    X(GGML_TYPE_Q8_0, 32, 34) X(GGML_TYPE_IQ4_NL, 32, 18) X(GGML_TYPE_IQ4_XS, 256, 136) X(GGML_TYPE_Q2_K, 256, 84)      \
+    X(GGML_TYPE_Q3_K, 256, 110) X(GGML_TYPE_Q4_K, 256, 144) X(GGML_TYPE_Q5_K, 256, 176) X(GGML_TYPE_Q6_K, 256, 210)
 
 template <int R>
 __device__ __forceinline__ void rows_any(int type, const uint8_t *w0, size_t rb, int nvalid, int ncols, const float *xf, const int8_t *xq,
@@ -2226,6 +2232,198 @@ __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
 /* the staged kernels may use more than 48 KB of dynamic shared memory; and all of the
  * SM's unified memory as shared memory: otherwise the driver may pick a 64 KB carveout
  * and fit one down block per SM (seen with ncu), i.e. two waves */
+/* ======================================================================
+ * Expert GEMM on quantized weights (prefill): for every work item (expert e, up to
+ * MG_BN of its slot rows) C[slot][col + r] = W_e[r] . X[slot], one launch per weight
+ * for the whole layer. Each block reads its MG_BM weight rows once per item in their
+ * GGUF type (cp.async, 16-byte pieces), dequantizes one MG_BK step at a time to f16 in
+ * shared memory and multiplies on the tensor cores with f32 accumulation, the same
+ * arithmetic as dequantize-to-scratch + cuBLAS but without writing and re-reading
+ * 2 bytes per weight (1.2 GB per layer of Qwen3-30B-A3B). Moves per block: MG_BM rows'
+ * quant bytes + MG_BN x Kd f16 of X in, MG_BM x MG_BN f32 out. Steps are double
+ * buffered: step k+1's copies fly while step k is dequantized and multiplied.
+ * ==================================================================== */
+#define MG_BM 64            /* weight rows per block: 4 row fragments of 16 */
+#define MG_BN 32            /* slot rows per work item: 2 column fragments of 16 */
+#define MG_BK 256           /* columns per step: one K-quant superblock, 8 blocks of the 32-wide types */
+#define MG_LD (MG_BK + 8)   /* f16 tile pitch: +16 bytes puts the 8 rows of a fragment load in different banks */
+#define MG_THREADS 256      /* 8 warps, each the whole 64 x 32 tile over its 32 columns of the step (split K) */
+#define MG_RAW 288          /* staged bytes per row and step: Q8_0's 272 and a 16-byte piece of alignment slack */
+#define MG_SMEM ((MG_BM * MG_LD + 2 * MG_BN * MG_LD) * 2 + 2 * MG_BM * MG_RAW)
+
+/* 4 bytes of shared memory at any alignment (the 210-, 34- and 18-byte blocks leave words unaligned) */
+__device__ __forceinline__ uint32_t lds32u(const uint8_t *p) {
+    const uintptr_t a = (uintptr_t)p;
+    const uint32_t *w = (const uint32_t *)(a & ~(uintptr_t)3);
+    return __funnelshift_r(w[0], w[1], 8 * (unsigned)(a & 3));
+}
+/* the 4 bytes of x as halves 1024 + byte (exact: f16 steps by 1 in [1024, 2048)), in order */
+__device__ __forceinline__ void bytes_h2(uint32_t x, __half2 &lo, __half2 &hi) {
+    const uint32_t a = __byte_perm(x, 0x64646464u, 0x5140), b = __byte_perm(x, 0x64646464u, 0x5342);
+    lo = *(const __half2 *)&a;
+    hi = *(const __half2 *)&b;
+}
+/* Elements 32j .. 32j+31 of one step's quant bytes (b) as f16 pairs. The integer parts go
+ * through bytes_h2 and an exact subtraction, so each weight is rounded once, from its f16
+ * scale times its integer: ~1.5 instructions per weight where dq8_body takes ~8. */
+template <int T> __device__ __forceinline__ void dq32(const uint8_t *b, int j, __half2 *o) {
+    if constexpr (T == GGML_TYPE_Q4_K) {   /* 144-byte superblocks: 16-byte aligned, so aligned words */
+        const uint8_t *s = b + 4;
+        int sc, m;
+        if (j < 4) { sc = s[j] & 63; m = s[j + 4] & 63; }
+        else { sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4); m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
+        const __half2 dl = __float2half2_rn(ldh(b) * (float)sc), nml = __float2half2_rn(-ldh(b + 2) * (float)m), k = __float2half2_rn(1024.f);
+        const uint32_t *qs = (const uint32_t *)(b + 16 + 32 * (j / 2));
+        const int sh = 4 * (j & 1);
+#pragma unroll
+        for (int w = 0; w < 8; w++) {
+            __half2 lo, hi;
+            bytes_h2((qs[w] >> sh) & 0x0F0F0F0Fu, lo, hi);
+            o[2 * w] = __hfma2(__hsub2(lo, k), dl, nml);
+            o[2 * w + 1] = __hfma2(__hsub2(hi, k), dl, nml);
+        }
+    } else if constexpr (T == GGML_TYPE_Q6_K) {
+        const int h = j / 4, t = j % 4;
+        const uint8_t *ql = b + 64 * h + 32 * (t & 1), *qh = b + 128 + 32 * h;
+        const float d = ldh(b + 208);
+        const __half2 d0 = __float2half2_rn(d * (float)(int8_t)b[192 + 8 * h + 2 * t]), d1 = __float2half2_rn(d * (float)(int8_t)b[193 + 8 * h + 2 * t]);
+        const __half2 k = __float2half2_rn(1056.f);   /* 1024 + the offset 32 */
+#pragma unroll
+        for (int w = 0; w < 8; w++) {
+            const uint32_t x = ((lds32u(ql + 4 * w) >> (4 * (t >> 1))) & 0x0F0F0F0Fu) | (((lds32u(qh + 4 * w) >> (2 * t)) & 0x03030303u) << 4);
+            __half2 lo, hi;
+            bytes_h2(x, lo, hi);
+            o[2 * w] = __hmul2(__hsub2(lo, k), w < 4 ? d0 : d1);
+            o[2 * w + 1] = __hmul2(__hsub2(hi, k), w < 4 ? d0 : d1);
+        }
+    } else if constexpr (T == GGML_TYPE_Q8_0) {
+        const uint8_t *q = b + 34 * j;
+        const __half2 d = __float2half2_rn(ldh(q)), k = __float2half2_rn(1152.f);   /* 1024 + 128: the sign bit flipped below */
+#pragma unroll
+        for (int w = 0; w < 8; w++) {
+            __half2 lo, hi;
+            bytes_h2(lds32u(q + 2 + 4 * w) ^ 0x80808080u, lo, hi);
+            o[2 * w] = __hmul2(__hsub2(lo, k), d);
+            o[2 * w + 1] = __hmul2(__hsub2(hi, k), d);
+        }
+    } else if constexpr (T == GGML_TYPE_Q4_0) {
+        const uint8_t *q = b + 18 * j;
+        const __half2 d = __float2half2_rn(ldh(q)), k = __float2half2_rn(1032.f);   /* 1024 + the offset 8 */
+#pragma unroll
+        for (int w = 0; w < 4; w++) {   /* low nibbles are elements 0..15, high ones 16..31 */
+            const uint32_t x = lds32u(q + 2 + 4 * w);
+            __half2 lo, hi;
+            bytes_h2(x & 0x0F0F0F0Fu, lo, hi);
+            o[2 * w] = __hmul2(__hsub2(lo, k), d);
+            o[2 * w + 1] = __hmul2(__hsub2(hi, k), d);
+            bytes_h2((x >> 4) & 0x0F0F0F0Fu, lo, hi);
+            o[8 + 2 * w] = __hmul2(__hsub2(lo, k), d);
+            o[8 + 2 * w + 1] = __hmul2(__hsub2(hi, k), d);
+        }
+    } else {   /* the other types through the general decoder */
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            float y[8];
+            dq8_body(T, b, 32 * j + 8 * q, 8, y);
+#pragma unroll
+            for (int i = 0; i < 4; i++) o[4 * q + i] = __floats2half2_rn(y[2 * i], y[2 * i + 1]);
+        }
+    }
+}
+
+template <int T, int QK, int BSZ>
+__global__ void __launch_bounds__(MG_THREADS, 2) k_expert_gemm(const uint8_t *__restrict__ w0, const uint8_t *__restrict__ w1, size_t estride, size_t rb,
+                                                            int M, int Kd, const int4 *__restrict__ items, const __half *__restrict__ X, int ldx,
+                                                            float *__restrict__ C, int ldc, int col1) {
+    using namespace nvcuda;
+    extern __shared__ __align__(128) uint8_t smem[];
+    __half *As = (__half *)smem;                           /* [MG_BM][MG_LD] dequantized weights of the step */
+    __half *Xs = As + MG_BM * MG_LD;                       /* [2][MG_BN][MG_LD] */
+    uint8_t *raw = (uint8_t *)(Xs + 2 * MG_BN * MG_LD);   /* [2][MG_BM][MG_RAW] */
+    const int4 it = items[blockIdx.y];                     /* expert, first slot row, rows */
+    const int slot = it.y, nt = it.z, r0 = blockIdx.x * MG_BM, rows = min(MG_BM, M - r0);
+    const uint8_t *w = (blockIdx.z ? w1 : w0) + (size_t)it.x * estride + (size_t)r0 * rb;
+    const int cb = MG_BK / QK * BSZ, npc = (cb + 15) / 16 + 1;   /* a row's quant bytes per step; 16-byte pieces from the aligned-down start */
+    const int tid = threadIdx.x, warp = tid / 32, nk = Kd / MG_BK;
+    /* (the weight arena ends in slack, so a row's last piece may read past the row) */
+    auto stage = [&](int kc, int buf) {
+        uint8_t *rs = raw + buf * MG_BM * MG_RAW;
+        for (int i = tid; i < rows * npc; i += MG_THREADS) {
+            const int r = i / npc, c = i % npc;
+            const uintptr_t src = (uintptr_t)(w + (size_t)r * rb + (size_t)kc * cb) & ~(uintptr_t)15;
+            cp_async16(rs + r * MG_RAW + 16 * c, (const void *)(src + 16 * c));
+        }
+        __half *xs = Xs + buf * MG_BN * MG_LD;
+        for (int i = tid; i < MG_BN * (MG_BK / 8); i += MG_THREADS) {
+            const int t = i / (MG_BK / 8), c = i % (MG_BK / 8);
+            if (t < nt) cp_async16(xs + t * MG_LD + 8 * c, X + (size_t)(slot + t) * ldx + (size_t)kc * MG_BK + 8 * c);
+            else *(uint4 *)(xs + t * MG_LD + 8 * c) = make_uint4(0, 0, 0, 0);
+        }
+        cp_async_commit();
+    };
+    /* Each warp multiplies the whole tile over its own 32 columns of every step: shared memory
+     * is then read once per step (the tile's 48 KB of f16), where one 16 x 16 fragment per warp
+     * read it 2.7 times and left the kernel bound by shared-memory bandwidth. The warps' partial
+     * sums meet once, at the end. */
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[MG_BM / 16][MG_BN / 16];
+#pragma unroll
+    for (int i = 0; i < MG_BM / 16; i++)
+#pragma unroll
+        for (int j = 0; j < MG_BN / 16; j++) wmma::fill_fragment(acc[i][j], 0.f);
+    stage(0, 0);
+    for (int kc = 0; kc < nk; kc++) {
+        const int buf = kc & 1;
+        cp_async_wait_all();
+        __syncthreads();   /* step kc has landed for all; step kc-1's products are done with As and the other buffers */
+        if (kc + 1 < nk) stage(kc + 1, buf ^ 1);
+        const uint8_t *rs = raw + buf * MG_BM * MG_RAW;
+        for (int i = tid; i < MG_BM * (MG_BK / 32); i += MG_THREADS) {
+            const int r = i / (MG_BK / 32), j = i % (MG_BK / 32);
+            uint4 v[4] = {};
+            if (r < rows) dq32<T>(rs + r * MG_RAW + ((uintptr_t)(w + (size_t)r * rb + (size_t)kc * cb) & 15), j, (__half2 *)v);
+            uint4 *o = (uint4 *)(As + r * MG_LD + 32 * j);
+#pragma unroll
+            for (int q = 0; q < 4; q++) o[q] = v[q];
+        }
+        __syncthreads();
+        const __half *xs = Xs + buf * MG_BN * MG_LD;
+#pragma unroll
+        for (int k = warp * (MG_BK / 8); k < (warp + 1) * (MG_BK / 8); k += 16) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[MG_BN / 16];
+#pragma unroll
+            for (int j = 0; j < MG_BN / 16; j++) wmma::load_matrix_sync(b[j], xs + 16 * j * MG_LD + k, MG_LD);
+#pragma unroll
+            for (int i = 0; i < MG_BM / 16; i++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+                wmma::load_matrix_sync(a, As + 16 * i * MG_LD + k, MG_LD);
+#pragma unroll
+                for (int j = 0; j < MG_BN / 16; j++)
+                    if (16 * j < nt) wmma::mma_sync(acc[i][j], a, b[j], acc[i][j]);
+            }
+        }
+    }
+    __syncthreads();
+    /* [warp][MG_BN][MG_BM + 4]: each warp's partial tile, then summed in warp order (the same
+     * result every run) and written out row-contiguous */
+    const int CP = MG_BN * (MG_BM + 4);
+    float *Cs = (float *)smem;
+#pragma unroll
+    for (int i = 0; i < MG_BM / 16; i++)
+#pragma unroll
+        for (int j = 0; j < MG_BN / 16; j++)
+            wmma::store_matrix_sync(Cs + warp * CP + 16 * j * (MG_BM + 4) + 16 * i, acc[i][j], MG_BM + 4, wmma::mem_col_major);
+    __syncthreads();
+    const int cc = (blockIdx.z ? col1 : 0) + r0;
+    for (int i = tid; i < nt * MG_BM; i += MG_THREADS) {
+        const int t = i / MG_BM, r = i % MG_BM;
+        float v = 0.f;
+#pragma unroll
+        for (int w2 = 0; w2 < MG_THREADS / 32; w2++) v += Cs[w2 * CP + t * (MG_BM + 4) + r];
+        if (r < rows) C[(size_t)(slot + t) * ldc + cc + r] = v;
+    }
+}
+static_assert(MG_THREADS / 32 * MG_BN * (MG_BM + 4) * 4 <= MG_SMEM, "the warps' partial tiles must fit the kernel's shared memory");
+
 template <class K> static cudaError_t smem_attrs(K k) {
     cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
     if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
@@ -2243,6 +2441,9 @@ static cudaError_t set_smem_attrs() {
         if (e == cudaSuccess) e = smem_attrs(gateup2_kernel(tt));
         if (e == cudaSuccess) e = smem_attrs(down2_kernel(tt));
     }
+#define MG_ATTR(T, QK, BSZ) if (e == cudaSuccess) e = smem_attrs(k_expert_gemm<T, QK, BSZ>);
+    QUANT_BLOCKS(MG_ATTR)
+#undef MG_ATTR
     return e;
 }
 
@@ -2374,6 +2575,8 @@ struct GpuModel {
     int prof;                /* QWEN3MOE_PREFILL_PROF: per-chunk times of prefill's parts on stderr */
     std::vector<std::pair<int, std::pair<cudaEvent_t, cudaEvent_t>>> prof_ev;
     int *h_sel, *h_rec, *h_perm, *h_slot;   /* pinned */
+    int4 *d_items, *h_items;  /* k_expert_gemm's work items (expert, first slot row, rows), device / pinned host */
+    int moe_dequant;         /* QWEN3MOE_MOE=dequant: experts through the f16 scratch and cuBLAS (A/B timing, fallback) */
     int SP;                  /* rows of the expert-slot buffers (perm, gx16, gu, h16, dout): 2 * NB_MAX * K */
     int gemm_loop;           /* QWEN3MOE_GEMM=loop: one cuBLAS call per expert (A/B timing) */
     int attn_split;          /* QWEN3MOE_ATTN=split: prefill attention with k_attn instead of cuBLAS */
@@ -2560,6 +2763,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->perm = b.take<int>(SP);
     g->slot_of = b.take<int>(S);
     g->d_gptr = b.take<const void *>((size_t)9 * NE);
+    g->d_items = b.take<int4>((size_t)NE + S / MG_BN + 1);
     g->d_pos = b.take<int>(4);
     g->ptok = b.take<int>(NB);
     g->gx16 = b.take<__half>(SP * E);
@@ -2638,6 +2842,7 @@ extern "C" void gpu_free(GpuModel *g) {
     cudaFreeHost(g->h_perm);
     cudaFreeHost(g->h_gptr);
     cudaFreeHost(g->h_slot);
+    cudaFreeHost(g->h_items);
     delete[] g->L;
     delete g;
 }
@@ -2762,6 +2967,8 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
         g->gemm_loop = gm && !strcmp(gm, "loop");
         const char *at = getenv("QWEN3MOE_ATTN");
         g->attn_split = at && !strcmp(at, "split");
+        const char *mo = getenv("QWEN3MOE_MOE");
+        g->moe_dequant = mo && !strcmp(mo, "dequant");
     }
     LCK(cudaMalloc(&g->warena, g->warena_bytes));
     LCK(cudaMalloc(&g->sarena, g->sarena_bytes));
@@ -2779,6 +2986,7 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     g->pbase.assign(c.n_expert, 0);
     g->rank.assign(c.n_expert, 0);
     LCK(cudaMallocHost(&g->h_slot, sizeof(int) * NB_MAX * c.n_expert_used));
+    LCK(cudaMallocHost(&g->h_items, sizeof(int4) * ((size_t)c.n_expert + NB_MAX * c.n_expert_used / MG_BN + 1)));
     /* the cache starts zeroed so that no read of an unwritten slot can produce NaN */
     LCK(cudaMemsetAsync(g->kc, 0, sizeof(__half) * (size_t)c.n_layer * n_ctx * g->kvdim, g->st));
     LCK(cudaMemsetAsync(g->vc, 0, sizeof(__half) * (size_t)c.n_layer * n_ctx * g->kvdim, g->st));
@@ -2848,6 +3056,16 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
 #undef LCK
 }
 
+static bool expert_gemm_serves(const DT &w) {
+#define MG_SERVES(T, QK, BSZ) case T:
+    switch (w.type) { QUANT_BLOCKS(MG_SERVES) return w.ncols % MG_BK == 0; default: return false; }
+#undef MG_SERVES
+}
+/* whether prefill multiplies this layer's experts with k_expert_gemm */
+static bool experts_fused(const GpuModel *g, const DLayer &L) {
+    return !g->moe_dequant && L.gate.type == L.up.type && expert_gemm_serves(L.gate) && expert_gemm_serves(L.down);
+}
+
 extern "C" int gpu_info(GpuModel *g, GpuInfo *info) {
     memset(info, 0, sizeof *info);
     int dev = 0;
@@ -2858,6 +3076,13 @@ extern "C" int gpu_info(GpuModel *g, GpuInfo *info) {
     info->vram_used_model = g ? g->warena_bytes + g->sarena_bytes + (g->logits_all ? g->logits_all_rows * g->c.n_vocab * 4 : 0) : 0;
     if (g && g->persist) snprintf(info->decode, sizeof info->decode, "persistent kernel, %d blocks", g->pk_grid);
     else if (g) snprintf(info->decode, sizeof info->decode, "kernel graph (%s)", g->persist_why);
+    if (g) {
+        int nf = 0;
+        for (int l = 0; l < g->c.n_layer; l++) nf += experts_fused(g, g->L[l]);
+        if (nf == g->c.n_layer) snprintf(info->prefill, sizeof info->prefill, "expert GEMM on quantized weights");
+        else if (g->moe_dequant) snprintf(info->prefill, sizeof info->prefill, "experts dequantized to f16 for cuBLAS (QWEN3MOE_MOE=dequant)");
+        else snprintf(info->prefill, sizeof info->prefill, "expert GEMM on quantized weights in %d of %d layers, f16 + cuBLAS in the rest", nf, g->c.n_layer);
+    }
     return 0;
 }
 
@@ -3093,10 +3318,7 @@ static bool dequant_flat(const uint8_t *w, int type, long ncols, long nr, __half
 #define DQF_CASE(T, QK, BSZ) \
     case T: if (ncols % QK) return false; k_dequant_flat<T, QK, BSZ><<<grid, DQF_THREADS, 0, st>>>(w, (unsigned)n, out, (unsigned)seg, (size_t)ostride); return true;
     switch (type) {
-    DQF_CASE(GGML_TYPE_Q4_0, 32, 18) DQF_CASE(GGML_TYPE_Q4_1, 32, 20) DQF_CASE(GGML_TYPE_Q5_0, 32, 22)
-    DQF_CASE(GGML_TYPE_Q5_1, 32, 24) DQF_CASE(GGML_TYPE_Q8_0, 32, 34) DQF_CASE(GGML_TYPE_IQ4_NL, 32, 18)
-    DQF_CASE(GGML_TYPE_Q2_K, 256, 84) DQF_CASE(GGML_TYPE_Q3_K, 256, 110) DQF_CASE(GGML_TYPE_Q4_K, 256, 144)
-    DQF_CASE(GGML_TYPE_Q5_K, 256, 176) DQF_CASE(GGML_TYPE_Q6_K, 256, 210) DQF_CASE(GGML_TYPE_IQ4_XS, 256, 136)
+    QUANT_BLOCKS(DQF_CASE)
     default: return false;
     }
 #undef DQF_CASE
@@ -3125,6 +3347,26 @@ static int dequant(GpuModel *g, const DT &d, long r0, long nr, __half *out, long
     k_dequant_f16<<<(unsigned)((total + 255) / 256), 256, 0, g->dq_st>>>(d.p + (size_t)r0 * d.rb, d.type, d.ncols, d.rb, (int)nr, out, ld);
     CKL();
     return 0;
+}
+
+/* One k_expert_gemm launch over nitems work items: C[slot][r] = W_e[r] . X[slot] for the
+ * M rows of each expert's slice of w0 (and of w1 into columns col1.., as grid z = 1, when
+ * given). False when the weight's type or width is not one it serves. */
+static bool expert_gemm(const DT &w0, const DT *w1, int M, const int4 *items, int nitems, const __half *X, int ldx, float *C, int ldc, int col1,
+                        cudaStream_t st) {
+    if (!expert_gemm_serves(w0) || (w1 && w1->type != w0.type) || nitems <= 0) return false;
+    const dim3 grid(cdiv(M, MG_BM), nitems, w1 ? 2 : 1);
+    const size_t es = (size_t)M * w0.rb;
+#define MG_CASE(T, QK, BSZ)                                                                                                               \
+    case T:                                                                                                                               \
+        k_expert_gemm<T, QK, BSZ><<<grid, MG_THREADS, MG_SMEM, st>>>(w0.p, w1 ? w1->p : w0.p, es, w0.rb, M, w0.ncols, items, X, ldx, C, ldc, \
+                                                                     col1);                                                           \
+        return true;
+    switch (w0.type) {
+    QUANT_BLOCKS(MG_CASE)
+    default: return false;
+    }
+#undef MG_CASE
 }
 
 /* QWEN3MOE_PREFILL_PROF: events around prefill's parts, summed and printed per chunk
@@ -3277,8 +3519,11 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         g->gb0.resize(ngr + 1);
         g->gp0.resize(ngr + 1);
         gbt.clear();
+        /* fused: k_expert_gemm reads each expert's rows straight from the quantized weights,
+         * slot rows packed (no padding, no scratch) */
+        const bool fused = experts_fused(g, L);
         int P = 0;   /* slot rows in use */
-        {
+        if (!fused) {
             int q = 0;
             std::vector<std::pair<int, int>> ce;
             for (int gi = 0; gi < ngr; gi++) {
@@ -3304,7 +3549,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
             g->gb0[ngr] = (int)gbt.size();
             g->gp0[ngr] = P;
         }
-        const bool batched = !g->gemm_loop && P <= g->SP;
+        const bool batched = !fused && !g->gemm_loop && P <= g->SP;
         if (!batched) {
             for (int e = 0; e < NE; e++) pbase[e] = off[e];
             P = n * K;
@@ -3326,6 +3571,25 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         CKL();
         prof_mark(g, PR_ROUTE, false);
         for (int e = 0; e < NE; e++) active += cnt[e] > 0;
+        if (fused) {   /* work items of up to MG_BN slot rows of one expert */
+            int ni = 0;
+            for (int e = 0; e < NE; e++)
+                for (int t = 0; t < cnt[e]; t += MG_BN) g->h_items[ni++] = make_int4(e, off[e] + t, std::min(MG_BN, cnt[e] - t), 0);
+            CK(cudaMemcpyAsync(g->d_items, g->h_items, sizeof(int4) * ni, cudaMemcpyHostToDevice, st));
+            prof_mark(g, PR_GEMM_EXP, true);
+            const long nel = (long)n * K * F;
+            if (!expert_gemm(L.gate, &L.up, F, g->d_items, ni, g->gx16, E, g->gu, 2 * F, F, st)) { seterr(err, errlen, "expert GEMM refused layer %d", l); return -1; }
+            CKL();
+            k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu, F, nel, g->h16);
+            CKL();
+            if (!expert_gemm(L.down, nullptr, E, g->d_items, ni, g->h16, F, g->dout, E, 0, st)) { seterr(err, errlen, "expert GEMM refused layer %d", l); return -1; }
+            CKL();
+            if (g->prof) g->prof_calls += 2;
+            prof_mark(g, PR_GEMM_EXP, false);
+            k_moe_combine<<<n, 256, 0, st>>>(g->dout, E, g->slot_of, g->pselw, K, g->px);
+            CKL();
+            continue;
+        }
         const size_t FE = (size_t)F * E;
         /* weight scratch: per expert slot gate rows then up rows ([2F][E], one GEMM of m = 2F
          * whose output rows are exactly gu's gate | up halves), then the down weights */

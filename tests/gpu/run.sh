@@ -118,7 +118,14 @@ for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--p
     if [ "$rc" -eq 0 ] && [ "${path#persistent kernel}" != "$path" ]; then
         ok "parity $name, long prompt, on the $path: $(grep -E 'mean cosine|min cosine|expert sets' "$LOG/$name.parity.log" | tr -s ' ' | cut -c1-60 | tr '\n' ';')"
     else nok "parity $name on the persistent kernel (exit $rc, decode: ${path:-?})"; grep -E "FAIL|DIFFERS|rror" "$LOG/$name.parity.log" | head -5; fi
+    pf=$(sed -n 's/^  GPU prefill *//p' "$LOG/$name.parity.log")
+    if [ "$pf" = "expert GEMM on quantized weights" ]; then ok "$name: prefill took the $pf"
+    else nok "$name: prefill experts by '${pf:-?}', not the expert GEMM on quantized weights"; fi
     if [ "$name" = pk-tiny-q4_k ]; then
+        QWEN3MOE_MOE=dequant "$Q" -m "$m" --parity --raw -p "$LONG" -n 12 > "$LOG/$name.moedq.parity.log" 2>&1; rc=$?
+        pf=$(sed -n 's/^  GPU prefill *//p' "$LOG/$name.moedq.parity.log")
+        if [ "$rc" -eq 0 ] && [ "${pf#experts dequantized}" != "$pf" ]; then ok "parity $name with QWEN3MOE_MOE=dequant ($pf)"
+        else nok "parity $name with QWEN3MOE_MOE=dequant (exit $rc, prefill: ${pf:-?})"; fi
         QWEN3MOE_PERSIST=0 "$Q" -m "$m" --parity --raw -p "$PROMPT" -n 12 > "$LOG/$name.graph.parity.log" 2>&1; rc=$?
         path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.graph.parity.log")
         if [ "$rc" -eq 0 ] && [ "${path#kernel graph}" != "$path" ]; then ok "parity $name with QWEN3MOE_PERSIST=0 on the $path"

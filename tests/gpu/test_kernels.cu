@@ -115,6 +115,69 @@ static void test_dequant_flat() {
     }
 }
 
+/* The prefill expert GEMM on quantized weights (k_expert_gemm): 3 experts of M = 80 rows
+ * (a partial second row tile), 512 columns (two steps), gate and up as grid z into one
+ * [slot][2M] output; expert 0 has 40 slot rows (an item of 32 and one of 8), expert 1
+ * none, expert 2 has 17 from an odd slot, and one slot row between belongs to nobody.
+ * Against the CPU with the weights rounded to f16 as the kernel does; slots and columns no
+ * item covers must keep their poison. */
+static void test_expert_gemm() {
+    const int NE = 3, M = 80, Kd = 512, P = 60;
+    const int4 items_h[] = {make_int4(0, 0, 32, 0), make_int4(0, 32, 8, 0), make_int4(2, 41, 17, 0)};
+    const int ni = 3;
+    std::vector<int> owner(P, -1);
+    for (int i = 0; i < ni; i++)
+        for (int t = 0; t < items_h[i].z; t++) owner[items_h[i].y + t] = items_h[i].x;
+    std::vector<__half> xh((size_t)P * Kd);
+    for (auto &v : xh) v = __float2half(randn());
+    __half *dx = dup(xh);
+    int4 *ditems = dalloc<int4>(ni);
+    CU(cudaMemcpy(ditems, items_h, sizeof items_h, cudaMemcpyHostToDevice));
+    float *dc = dalloc<float>((size_t)P * 2 * M);
+    for (uint32_t t : TYPES) {
+        if (type_is_float_d((int)t)) continue;
+        HostW wg = make_w(t, Kd, (long)NE * M), wu = make_w(t, Kd, (long)NE * M);
+        uint8_t *dg = dup(wg.q), *du = dup(wu.q);
+        const DT g = {dg, (int)t, Kd, (long)NE * M, wg.rb}, u = {du, (int)t, Kd, (long)NE * M, wu.rb};
+        poison(dc, (size_t)P * 2 * M * sizeof(float));
+        const bool launched = expert_gemm(g, &u, M, ditems, ni, dx, Kd, dc, 2 * M, M, 0);
+        CU(cudaGetLastError());
+        CU(cudaDeviceSynchronize());
+        std::vector<float> c = back(dc, (size_t)P * 2 * M);
+        double worst = 0;
+        bool ok = launched;
+        for (int s = 0; s < P; s++)
+            for (int col = 0; col < 2 * M; col++) {
+                const float got = c[(size_t)s * 2 * M + col];
+                if (owner[s] < 0) {   /* nobody's row: untouched */
+                    uint32_t bits;
+                    memcpy(&bits, &got, 4);
+                    if (bits != 0xFFFFFFFFu) ok = false;
+                    continue;
+                }
+                const HostW &w = col < M ? wg : wu;
+                const float *wr = w.f.data() + ((size_t)owner[s] * M + col % M) * Kd;
+                double ref = 0, mag = 0;
+                for (int k = 0; k < Kd; k++) {
+                    const double p = (double)__half2float(__float2half(wr[k])) * __half2float(xh[(size_t)s * Kd + k]);
+                    ref += p;
+                    mag += fabs(p);
+                }
+                /* the kernel rounds each block's scale to f16 before it multiplies: ~2^-11 per weight */
+                const double e = fabs(got - ref) / (mag + 1e-6);
+                if (!(e <= 1e-3)) ok = false;
+                if (e > worst || e != e) worst = e;
+            }
+        report(ok, "expert gemm %s: 3 experts x %d rows x %d, gate|up, items of 32/8/17 slot rows%s (worst |d|/sum|w.x| %.2g)", tname(t), M, Kd,
+               launched ? "" : " NOT LAUNCHED", worst);
+        cudaFree(dg);
+        cudaFree(du);
+    }
+    cudaFree(dx);
+    cudaFree(ditems);
+    cudaFree(dc);
+}
+
 /* quantize x on the device and return its dequantized value as the CPU sees it */
 static void quant_x(const std::vector<float> &x, float **dxf, int8_t **dxq, float **dxd, std::vector<float> &xdq) {
     const int n = (int)x.size();
@@ -701,6 +764,7 @@ int main(int argc, char **argv) {
     if (argc > 1) rng ^= strtoull(argv[1], nullptr, 10) * 0x9e3779b97f4a7c15ull;
     test_dequant();
     test_dequant_flat();
+    test_expert_gemm();
     test_mmv();
     test_experts();
     test_rmsnorm_topk();
