@@ -2263,73 +2263,84 @@ __device__ __forceinline__ void bytes_h2(uint32_t x, __half2 &lo, __half2 &hi) {
     lo = *(const __half2 *)&a;
     hi = *(const __half2 *)&b;
 }
-/* Elements 32j .. 32j+31 of one step's quant bytes (b) as f16 pairs. The integer parts go
- * through bytes_h2 and an exact subtraction, so each weight is rounded once, from its f16
- * scale times its integer: ~1.5 instructions per weight where dq8_body takes ~8. */
-template <int T> __device__ __forceinline__ void dq32(const uint8_t *b, int j, __half2 *o) {
-    if constexpr (T == GGML_TYPE_Q4_K) {   /* 144-byte superblocks: 16-byte aligned, so aligned words */
-        const uint8_t *s = b + 4;
-        int sc, m;
-        if (j < 4) { sc = s[j] & 63; m = s[j + 4] & 63; }
-        else { sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4); m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
-        const __half2 dl = __float2half2_rn(ldh(b) * (float)sc), nml = __float2half2_rn(-ldh(b + 2) * (float)m), k = __float2half2_rn(1024.f);
-        const uint32_t *qs = (const uint32_t *)(b + 16 + 32 * (j / 2));
-        const int sh = 4 * (j & 1);
-#pragma unroll
-        for (int w = 0; w < 8; w++) {
-            __half2 lo, hi;
-            bytes_h2((qs[w] >> sh) & 0x0F0F0F0Fu, lo, hi);
-            o[2 * w] = __hfma2(__hsub2(lo, k), dl, nml);
-            o[2 * w + 1] = __hfma2(__hsub2(hi, k), dl, nml);
-        }
-    } else if constexpr (T == GGML_TYPE_Q6_K) {
-        const int h = j / 4, t = j % 4;
-        const uint8_t *ql = b + 64 * h + 32 * (t & 1), *qh = b + 128 + 32 * h;
-        const float d = ldh(b + 208);
-        const __half2 d0 = __float2half2_rn(d * (float)(int8_t)b[192 + 8 * h + 2 * t]), d1 = __float2half2_rn(d * (float)(int8_t)b[193 + 8 * h + 2 * t]);
-        const __half2 k = __float2half2_rn(1056.f);   /* 1024 + the offset 32 */
-#pragma unroll
-        for (int w = 0; w < 8; w++) {
-            const uint32_t x = ((lds32u(ql + 4 * w) >> (4 * (t >> 1))) & 0x0F0F0F0Fu) | (((lds32u(qh + 4 * w) >> (2 * t)) & 0x03030303u) << 4);
-            __half2 lo, hi;
-            bytes_h2(x, lo, hi);
-            o[2 * w] = __hmul2(__hsub2(lo, k), w < 4 ? d0 : d1);
-            o[2 * w + 1] = __hmul2(__hsub2(hi, k), w < 4 ? d0 : d1);
-        }
-    } else if constexpr (T == GGML_TYPE_Q8_0) {
-        const uint8_t *q = b + 34 * j;
-        const __half2 d = __float2half2_rn(ldh(q)), k = __float2half2_rn(1152.f);   /* 1024 + 128: the sign bit flipped below */
-#pragma unroll
-        for (int w = 0; w < 8; w++) {
-            __half2 lo, hi;
-            bytes_h2(lds32u(q + 2 + 4 * w) ^ 0x80808080u, lo, hi);
-            o[2 * w] = __hmul2(__hsub2(lo, k), d);
-            o[2 * w + 1] = __hmul2(__hsub2(hi, k), d);
-        }
-    } else if constexpr (T == GGML_TYPE_Q4_0) {
-        const uint8_t *q = b + 18 * j;
-        const __half2 d = __float2half2_rn(ldh(q)), k = __float2half2_rn(1032.f);   /* 1024 + the offset 8 */
-#pragma unroll
-        for (int w = 0; w < 4; w++) {   /* low nibbles are elements 0..15, high ones 16..31 */
-            const uint32_t x = lds32u(q + 2 + 4 * w);
-            __half2 lo, hi;
-            bytes_h2(x & 0x0F0F0F0Fu, lo, hi);
-            o[2 * w] = __hmul2(__hsub2(lo, k), d);
-            o[2 * w + 1] = __hmul2(__hsub2(hi, k), d);
-            bytes_h2((x >> 4) & 0x0F0F0F0Fu, lo, hi);
-            o[8 + 2 * w] = __hmul2(__hsub2(lo, k), d);
-            o[8 + 2 * w + 1] = __hmul2(__hsub2(hi, k), d);
-        }
-    } else {   /* the other types through the general decoder */
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            float y[8];
-            dq8_body(T, b, 32 * j + 8 * q, 8, y);
-#pragma unroll
-            for (int i = 0; i < 4; i++) o[4 * q + i] = __floats2half2_rn(y[2 * i], y[2 * i + 1]);
+/* One 32-element sub-block j of a step's quant bytes (b), decoded 8 elements (chunk c) at a
+ * time into f16 pairs: the scales once per sub-block, then per chunk the integer parts through
+ * bytes_h2 and an exact subtraction, so each weight is rounded once, from its f16 scale times
+ * its integer (~1.5 instructions per weight where dq8_body takes ~8). */
+template <int T> struct Sub32 {
+    const uint8_t *q, *qh;
+    __half2 d, d1, nm, k;
+    int sh;
+    __device__ __forceinline__ Sub32(const uint8_t *b, int j) {
+        nm = __float2half2_rn(0.f);
+        if constexpr (T == GGML_TYPE_Q4_K) {   /* 144-byte superblocks stay 16-byte aligned: aligned words */
+            const uint8_t *s = b + 4;
+            int sc, m;
+            if (j < 4) { sc = s[j] & 63; m = s[j + 4] & 63; }
+            else { sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4); m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
+            d = __float2half2_rn(ldh(b) * (float)sc);
+            nm = __float2half2_rn(-ldh(b + 2) * (float)m);
+            k = __float2half2_rn(1024.f);
+            q = b + 16 + 32 * (j / 2);
+            sh = 4 * (j & 1);
+        } else if constexpr (T == GGML_TYPE_Q6_K) {   /* ql and qh of the sub-block; a scale per 16 */
+            const int h = j / 4, t = j % 4;
+            const float dd = ldh(b + 208);
+            q = b + 64 * h + 32 * (t & 1);
+            qh = b + 128 + 32 * h;
+            sh = t;
+            d = __float2half2_rn(dd * (float)(int8_t)b[192 + 8 * h + 2 * t]);
+            d1 = __float2half2_rn(dd * (float)(int8_t)b[193 + 8 * h + 2 * t]);
+            k = __float2half2_rn(1056.f);   /* 1024 + the offset 32 */
+        } else if constexpr (T == GGML_TYPE_Q8_0) {
+            q = b + 34 * j;
+            d = __float2half2_rn(ldh(q));
+            k = __float2half2_rn(1152.f);   /* 1024 + 128: the sign bit flipped below */
+        } else if constexpr (T == GGML_TYPE_Q4_0) {
+            q = b + 18 * j;
+            d = __float2half2_rn(ldh(q));
+            k = __float2half2_rn(1032.f);   /* 1024 + the offset 8 */
+        } else {
+            q = b;
+            sh = j;
         }
     }
-}
+    /* elements 8c .. 8c+7 of the sub-block */
+    __device__ __forceinline__ void chunk(int c, __half2 *o) const {
+        if constexpr (T != GGML_TYPE_Q4_K && T != GGML_TYPE_Q6_K && T != GGML_TYPE_Q8_0 && T != GGML_TYPE_Q4_0) {   /* the general decoder */
+            float y[8];
+            dq8_body(T, q, 32 * sh + 8 * c, 8, y);
+#pragma unroll
+            for (int i = 0; i < 4; i++) o[i] = __floats2half2_rn(y[2 * i], y[2 * i + 1]);
+        } else {
+            uint32_t x[2];
+            __half2 dc = d;
+            if constexpr (T == GGML_TYPE_Q4_K) {
+                const uint2 v = *(const uint2 *)(q + 8 * c);
+                x[0] = (v.x >> sh) & 0x0F0F0F0Fu;
+                x[1] = (v.y >> sh) & 0x0F0F0F0Fu;
+            } else if constexpr (T == GGML_TYPE_Q6_K) {
+#pragma unroll
+                for (int w = 0; w < 2; w++)
+                    x[w] = ((lds32u(q + 8 * c + 4 * w) >> (4 * (sh >> 1))) & 0x0F0F0F0Fu) | (((lds32u(qh + 8 * c + 4 * w) >> (2 * sh)) & 0x03030303u) << 4);
+                if (c >= 2) dc = d1;
+            } else if constexpr (T == GGML_TYPE_Q8_0) {
+                x[0] = lds32u(q + 2 + 8 * c) ^ 0x80808080u;
+                x[1] = lds32u(q + 6 + 8 * c) ^ 0x80808080u;
+            } else {   /* Q4_0: a block's low nibbles are elements 0..15, high ones 16..31 */
+                x[0] = (lds32u(q + 2 + 8 * (c & 1)) >> (4 * (c >> 1))) & 0x0F0F0F0Fu;
+                x[1] = (lds32u(q + 6 + 8 * (c & 1)) >> (4 * (c >> 1))) & 0x0F0F0F0Fu;
+            }
+#pragma unroll
+            for (int w = 0; w < 2; w++) {
+                __half2 lo, hi;
+                bytes_h2(x[w], lo, hi);
+                o[2 * w] = __hfma2(__hsub2(lo, k), dc, nm);
+                o[2 * w + 1] = __hfma2(__hsub2(hi, k), dc, nm);
+            }
+        }
+    }
+};
 
 template <int T, int QK, int BSZ>
 __global__ void __launch_bounds__(MG_THREADS, 2) k_expert_gemm(const uint8_t *__restrict__ w0, const uint8_t *__restrict__ w1, size_t estride, size_t rb,
@@ -2377,13 +2388,25 @@ __global__ void __launch_bounds__(MG_THREADS, 2) k_expert_gemm(const uint8_t *__
         __syncthreads();   /* step kc has landed for all; step kc-1's products are done with As and the other buffers */
         if (kc + 1 < nk) stage(kc + 1, buf ^ 1);
         const uint8_t *rs = raw + buf * MG_BM * MG_RAW;
+        /* a thread per (row, sub-block j); 8 neighbours take one row's 8 sub-blocks and store their
+         * 4 chunks in rotated order (c = q + j/2), so each quarter-warp's 16-byte stores fall on 8
+         * different bank groups */
         for (int i = tid; i < MG_BM * (MG_BK / 32); i += MG_THREADS) {
             const int r = i / (MG_BK / 32), j = i % (MG_BK / 32);
-            uint4 v[4] = {};
-            if (r < rows) dq32<T>(rs + r * MG_RAW + ((uintptr_t)(w + (size_t)r * rb + (size_t)kc * cb) & 15), j, (__half2 *)v);
-            uint4 *o = (uint4 *)(As + r * MG_LD + 32 * j);
+            __half *o = As + r * MG_LD + 32 * j;
+            if (r < rows) {
+                const Sub32<T> sb(rs + r * MG_RAW + ((uintptr_t)(w + (size_t)r * rb + (size_t)kc * cb) & 15), j);
 #pragma unroll
-            for (int q = 0; q < 4; q++) o[q] = v[q];
+                for (int q = 0; q < 4; q++) {
+                    const int c = (q + j / 2) & 3;
+                    uint4 v;
+                    sb.chunk(c, (__half2 *)&v);
+                    *(uint4 *)(o + 8 * c) = v;
+                }
+            } else {
+#pragma unroll
+                for (int q = 0; q < 4; q++) *(uint4 *)(o + 8 * q) = make_uint4(0, 0, 0, 0);
+            }
         }
         __syncthreads();
         const __half *xs = Xs + buf * MG_BN * MG_LD;
