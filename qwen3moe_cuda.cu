@@ -2344,9 +2344,10 @@ template <int T> struct Sub32 {
 
 template <int T, int QK, int BSZ>
 __global__ void __launch_bounds__(MG_THREADS, 2) k_expert_gemm(const uint8_t *__restrict__ w0, const uint8_t *__restrict__ w1, size_t estride, size_t rb,
-                                                            int M, int Kd, const int4 *__restrict__ items, const __half *__restrict__ X, int ldx,
-                                                            float *__restrict__ C, int ldc, int col1) {
+                                                            int M, int Kd, const int4 *__restrict__ items, const int *__restrict__ nitems,
+                                                            const __half *__restrict__ X, int ldx, float *__restrict__ C, int ldc, int col1) {
     using namespace nvcuda;
+    if ((int)blockIdx.y >= *nitems) return;   /* the grid is sized for the most items routing can make */
     extern __shared__ __align__(128) uint8_t smem[];
     __half *As = (__half *)smem;                           /* [MG_BM][MG_LD] dequantized weights of the step */
     __half *Xs = As + MG_BM * MG_LD;                       /* [2][MG_BN][MG_LD] */
@@ -2447,6 +2448,75 @@ __global__ void __launch_bounds__(MG_THREADS, 2) k_expert_gemm(const uint8_t *__
 }
 static_assert(MG_THREADS / 32 * MG_BN * (MG_BM + 4) * 4 <= MG_SMEM, "the warps' partial tiles must fit the kernel's shared memory");
 
+/* Prefill routing on the device, so the layer needs no round trip to the host: the nsel =
+ * n*K chosen experts (sel, entry i*K+k) -> slot rows grouped by expert, in entry order within
+ * each expert; perm[slot] = token, slot_of[entry] = slot; k_expert_gemm's work items (up to
+ * MG_BN slot rows of one expert) and their number; cnt[e] when asked. One block, a stable
+ * counting sort: each warp counts its own run of entries per expert, a warp scans the
+ * totals, and each warp then places its run in order, ranking equal ids with match_any. An
+ * id outside [0, ne) sets *bad and takes slot 0 (the caller reports it).
+ * Dynamic shared memory: route_smem. */
+#define RTE_WARPS 32
+__global__ void __launch_bounds__(RTE_WARPS * WARP) k_route(const int *__restrict__ sel, int nsel, int K, int ne, int *__restrict__ perm,
+                                                            int *__restrict__ slot_of, int4 *__restrict__ items, int *__restrict__ nitems,
+                                                            int *__restrict__ cnt_out, int *__restrict__ bad) {
+    extern __shared__ int rsm[];
+    int *hist = rsm, *base = rsm + RTE_WARPS * ne;   /* hist[warp][e]: then each warp's next rank for e */
+    const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP, NT = RTE_WARPS * WARP;
+    const int run = (nsel + RTE_WARPS - 1) / RTE_WARPS, i0 = warp * run, i1 = min(nsel, i0 + run);
+    for (int i = tid; i < RTE_WARPS * ne; i += NT) hist[i] = 0;
+    __syncthreads();
+    for (int i = i0 + lane; i < i1; i += WARP) {
+        const int e = sel[i];
+        if (e < 0 || e >= ne) { *bad = 1; slot_of[i] = 0; }
+        else atomicAdd(&hist[warp * ne + e], 1);
+    }
+    __syncthreads();
+    for (int e = tid; e < ne; e += NT) {   /* per expert: its total, and each warp's first rank */
+        int c = 0;
+        for (int w = 0; w < RTE_WARPS; w++) { const int h = hist[w * ne + e]; hist[w * ne + e] = c; c += h; }
+        base[e] = c;
+    }
+    __syncthreads();
+    if (warp == 0) {   /* exclusive prefix sums of the counts and of the items per expert */
+        int rs = 0, irs = 0;
+        for (int e0 = 0; e0 < ne; e0 += WARP) {
+            const int c = e0 + lane < ne ? base[e0 + lane] : 0, ic = (c + MG_BN - 1) / MG_BN;
+            int x = c, y = ic;
+#pragma unroll
+            for (int o = 1; o < WARP; o <<= 1) {
+                const int t = __shfl_up_sync(~0u, x, o), u = __shfl_up_sync(~0u, y, o);
+                if (lane >= o) { x += t; y += u; }
+            }
+            if (e0 + lane < ne) {
+                const int b0 = rs + x - c;
+                for (int t = 0; t < c; t += MG_BN) items[irs + y - ic + t / MG_BN] = make_int4(e0 + lane, b0 + t, min(MG_BN, c - t), 0);
+                if (cnt_out) cnt_out[e0 + lane] = c;
+                base[e0 + lane] = b0;
+            }
+            rs += __shfl_sync(~0u, x, WARP - 1);
+            irs += __shfl_sync(~0u, y, WARP - 1);
+        }
+        if (lane == 0) *nitems = irs;
+    }
+    __syncthreads();
+    for (int g0 = i0; g0 < i1; g0 += WARP) {   /* this warp's run, 32 entries at a time, in order */
+        const int i = g0 + lane;
+        const int e = i < i1 ? sel[i] : -1;
+        const bool ok = e >= 0 && e < ne;
+        const unsigned same = __match_any_sync(~0u, ok ? e : -1);
+        if (ok) {
+            const int slot = base[e] + hist[warp * ne + e] + __popc(same & ((1u << lane) - 1));
+            perm[slot] = i / K;
+            slot_of[i] = slot;
+        }
+        __syncwarp();
+        if (ok && lane == __ffs(same) - 1) hist[warp * ne + e] += __popc(same);
+        __syncwarp();
+    }
+}
+static size_t route_smem(int ne) { return ((size_t)RTE_WARPS + 1) * ne * sizeof(int); }
+
 template <class K> static cudaError_t smem_attrs(K k) {
     cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
     if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
@@ -2464,6 +2534,7 @@ static cudaError_t set_smem_attrs() {
         if (e == cudaSuccess) e = smem_attrs(gateup2_kernel(tt));
         if (e == cudaSuccess) e = smem_attrs(down2_kernel(tt));
     }
+    if (e == cudaSuccess) e = smem_attrs(k_route);
 #define MG_ATTR(T, QK, BSZ) if (e == cudaSuccess) e = smem_attrs(k_expert_gemm<T, QK, BSZ>);
     QUANT_BLOCKS(MG_ATTR)
 #undef MG_ATTR
@@ -2536,6 +2607,7 @@ __global__ void k_moe_combine(const float *__restrict__ dout, int E, const int *
     }
 }
 
+
 /* ======================================================================
  * Host side
  * ==================================================================== */
@@ -2598,7 +2670,8 @@ struct GpuModel {
     int prof;                /* QWEN3MOE_PREFILL_PROF: per-chunk times of prefill's parts on stderr */
     std::vector<std::pair<int, std::pair<cudaEvent_t, cudaEvent_t>>> prof_ev;
     int *h_sel, *h_rec, *h_perm, *h_slot;   /* pinned */
-    int4 *d_items, *h_items;  /* k_expert_gemm's work items (expert, first slot row, rows), device / pinned host */
+    int4 *d_items;           /* k_expert_gemm's work items (expert, first slot row, rows), written by k_route */
+    int *d_nitems, *d_cnt, *d_bad;   /* k_route: how many items, tokens per expert (profiling), an expert id out of range */
     int moe_dequant;         /* QWEN3MOE_MOE=dequant: experts through the f16 scratch and cuBLAS (A/B timing, fallback) */
     int SP;                  /* rows of the expert-slot buffers (perm, gx16, gu, h16, dout): 2 * NB_MAX * K */
     int gemm_loop;           /* QWEN3MOE_GEMM=loop: one cuBLAS call per expert (A/B timing) */
@@ -2777,8 +2850,8 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->pqkv = b.take<float>(NB * qkvw);
     g->prlog = b.take<float>(NB * NE);
     g->psel = b.take<int>(S);
-    g->prec = b.take<int>(S);
-    g->precp = b.take<float>(S);
+    g->prec = b.take<int>(S * c.n_layer);    /* every layer's, copied back once per chunk */
+    g->precp = b.take<float>(S * c.n_layer);
     g->pselw = b.take<float>(S);
     /* expert slots: room for every expert's rows padded to the largest count (batched GEMMs) */
     const size_t SP = 2 * S;
@@ -2787,6 +2860,9 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->slot_of = b.take<int>(S);
     g->d_gptr = b.take<const void *>((size_t)9 * NE);
     g->d_items = b.take<int4>((size_t)NE + S / MG_BN + 1);
+    g->d_nitems = b.take<int>(1);
+    g->d_bad = b.take<int>(1);
+    g->d_cnt = b.take<int>((size_t)NE * NL);
     g->d_pos = b.take<int>(4);
     g->ptok = b.take<int>(NB);
     g->gx16 = b.take<__half>(SP * E);
@@ -2865,7 +2941,6 @@ extern "C" void gpu_free(GpuModel *g) {
     cudaFreeHost(g->h_perm);
     cudaFreeHost(g->h_gptr);
     cudaFreeHost(g->h_slot);
-    cudaFreeHost(g->h_items);
     delete[] g->L;
     delete g;
 }
@@ -3000,8 +3075,8 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     LCK(cudaMallocHost(&g->h_io, 4 * sizeof(int)));
     LCK(cudaMallocHost(&g->h_amax, sizeof(unsigned long long)));
     LCK(cudaMallocHost(&g->h_sel, sizeof(int) * NB_MAX * c.n_expert_used));
-    LCK(cudaMallocHost(&g->h_rec, sizeof(int) * NB_MAX * c.n_expert_used));
-    LCK(cudaMallocHost(&g->h_recp, sizeof(float) * NB_MAX * c.n_expert_used));
+    LCK(cudaMallocHost(&g->h_rec, sizeof(int) * NB_MAX * c.n_expert_used * c.n_layer));
+    LCK(cudaMallocHost(&g->h_recp, sizeof(float) * NB_MAX * c.n_expert_used * c.n_layer));
     LCK(cudaMemsetAsync(g->d_force_on, 0, sizeof(int), g->st));
     LCK(cudaMemsetAsync(g->rdone, 0, sizeof(unsigned), g->st));
     LCK(cudaMallocHost(&g->h_perm, sizeof(int) * 2 * NB_MAX * c.n_expert_used));
@@ -3009,7 +3084,6 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     g->pbase.assign(c.n_expert, 0);
     g->rank.assign(c.n_expert, 0);
     LCK(cudaMallocHost(&g->h_slot, sizeof(int) * NB_MAX * c.n_expert_used));
-    LCK(cudaMallocHost(&g->h_items, sizeof(int4) * ((size_t)c.n_expert + NB_MAX * c.n_expert_used / MG_BN + 1)));
     /* the cache starts zeroed so that no read of an unwritten slot can produce NaN */
     LCK(cudaMemsetAsync(g->kc, 0, sizeof(__half) * (size_t)c.n_layer * n_ctx * g->kvdim, g->st));
     LCK(cudaMemsetAsync(g->vc, 0, sizeof(__half) * (size_t)c.n_layer * n_ctx * g->kvdim, g->st));
@@ -3372,18 +3446,18 @@ static int dequant(GpuModel *g, const DT &d, long r0, long nr, __half *out, long
     return 0;
 }
 
-/* One k_expert_gemm launch over nitems work items: C[slot][r] = W_e[r] . X[slot] for the
+/* One k_expert_gemm launch over *nitems (at most max_items) work items: C[slot][r] = W_e[r] . X[slot] for the
  * M rows of each expert's slice of w0 (and of w1 into columns col1.., as grid z = 1, when
  * given). False when the weight's type or width is not one it serves. */
-static bool expert_gemm(const DT &w0, const DT *w1, int M, const int4 *items, int nitems, const __half *X, int ldx, float *C, int ldc, int col1,
-                        cudaStream_t st) {
-    if (!expert_gemm_serves(w0) || (w1 && w1->type != w0.type) || nitems <= 0) return false;
-    const dim3 grid(cdiv(M, MG_BM), nitems, w1 ? 2 : 1);
+static bool expert_gemm(const DT &w0, const DT *w1, int M, const int4 *items, const int *nitems, int max_items, const __half *X, int ldx, float *C,
+                        int ldc, int col1, cudaStream_t st) {
+    if (!expert_gemm_serves(w0) || (w1 && w1->type != w0.type) || max_items <= 0) return false;
+    const dim3 grid(cdiv(M, MG_BM), max_items, w1 ? 2 : 1);
     const size_t es = (size_t)M * w0.rb;
 #define MG_CASE(T, QK, BSZ)                                                                                                               \
     case T:                                                                                                                               \
-        k_expert_gemm<T, QK, BSZ><<<grid, MG_THREADS, MG_SMEM, st>>>(w0.p, w1 ? w1->p : w0.p, es, w0.rb, M, w0.ncols, items, X, ldx, C, ldc, \
-                                                                     col1);                                                           \
+        k_expert_gemm<T, QK, BSZ><<<grid, MG_THREADS, MG_SMEM, st>>>(w0.p, w1 ? w1->p : w0.p, es, w0.rb, M, w0.ncols, items, nitems, X, ldx, C, \
+                                                                     ldc, col1);                                                      \
         return true;
     switch (w0.type) {
     QUANT_BLOCKS(MG_CASE)
@@ -3459,6 +3533,209 @@ static bool gemm_attention(GpuModel *g, size_t koff, int n, int pos, char *err, 
     return true;
 }
 
+/* The layer's experts on the host-routed path (QWEN3MOE_MOE=dequant, or weights that
+ * k_expert_gemm does not serve): the chosen experts come back to the host, which lays out
+ * the slot rows padded to count classes; the expert weights are dequantized to f16 on st2
+ * into two alternating halves of the scratch while st runs cuBLAS on the other half. */
+static int moe_host_routed(GpuModel *g, const DLayer &L, int l, int n, long *active, char *err, size_t errlen) {
+    const Config &c = g->c;
+    const int E = c.n_embd, K = c.n_expert_used, NE = c.n_expert, F = L.F;
+    cudaStream_t st = g->st;
+    CK(cudaMemcpyAsync(g->h_sel, g->psel, sizeof(int) * n * K, cudaMemcpyDeviceToHost, st));
+    CK(cudaStreamSynchronize(st));
+    std::vector<int> &cnt = g->cnt, &off = g->off;
+    std::fill(cnt.begin(), cnt.end(), 0);
+    for (int i = 0; i < n * K; i++) {
+        const int e = g->h_sel[i];
+        if (e < 0 || e >= NE) { seterr(err, errlen, "router produced expert id %d (layer %d)", e, l); return -1; }
+        cnt[e]++;
+    }
+    off[0] = 0;
+    for (int e = 0; e < NE; e++) off[e + 1] = off[e] + cnt[e];
+    /* Slot rows: expert e's tokens take rows pbase[e] .. pbase[e]+cnt[e]-1. Batched: each
+     * expert's rows are padded to its count class (multiples of 16 up to 64, then steps of
+     * ~1.5x: few classes, so few launches; the padding rows are zeros), and the experts of one weight group and one class
+     * form one cuBLAS batched call of n = class, instead of one small GEMM each (a 768 x ~32
+     * output fills ~6 of 132 SMs). Padding stays under 1.5x + 16 rows per expert, inside the
+     * SP = 2 * NB_MAX * K rows; where it would not fit, packed rows and one GEMM per expert. */
+    std::vector<int> &pbase = g->pbase, &rank = g->rank;
+    std::vector<GpuModel::GBatch> &gbt = g->gbt;
+    const int ngr = cdiv(NE, g->EG);
+    g->gb0.resize(ngr + 1);
+    g->gp0.resize(ngr + 1);
+    gbt.clear();
+    int P = 0;   /* slot rows in use */
+    {
+        int q = 0;
+        std::vector<std::pair<int, int>> ce;
+        for (int gi = 0; gi < ngr; gi++) {
+            g->gb0[gi] = (int)gbt.size();
+            g->gp0[gi] = P;
+            ce.clear();
+            for (int e = gi * g->EG; e < std::min(NE, (gi + 1) * g->EG); e++) {
+                if (!cnt[e]) continue;
+                int k = 64;
+                if (cnt[e] <= 64) k = (cnt[e] + 15) & ~15;
+                else while (k < cnt[e]) k = (k * 3 / 2 + 7) & ~7;
+                ce.push_back({k, e});
+            }
+            std::sort(ce.begin(), ce.end());
+            for (size_t j = 0; j < ce.size(); j++) {
+                if ((int)gbt.size() == g->gb0[gi] || gbt.back().n != ce[j].first) gbt.push_back({q, 0, ce[j].first});
+                gbt.back().nb++;
+                pbase[ce[j].second] = P;
+                rank[ce[j].second] = q++;
+                P += ce[j].first;
+            }
+        }
+        g->gb0[ngr] = (int)gbt.size();
+        g->gp0[ngr] = P;
+    }
+    const bool batched = !g->gemm_loop && P <= g->SP;
+    if (!batched) {
+        for (int e = 0; e < NE; e++) pbase[e] = off[e];
+        P = n * K;
+    }
+    if (g->prof) g->prof_rows += P;
+    for (int s2 = 0; s2 < P; s2++) g->h_perm[s2] = -1;
+    std::vector<int> fill(pbase.begin(), pbase.end());
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < K; k++) {
+            const int e = g->h_sel[i * K + k], s = fill[e]++;
+            g->h_perm[s] = i;
+            g->h_slot[i * K + k] = s;
+        }
+    CK(cudaMemcpyAsync(g->perm, g->h_perm, sizeof(int) * P, cudaMemcpyHostToDevice, st));
+    CK(cudaMemcpyAsync(g->slot_of, g->h_slot, sizeof(int) * n * K, cudaMemcpyHostToDevice, st));
+    k_gather16<<<P, 256, 0, st>>>(g->p16, E, g->perm, g->gx16);
+    CKL();
+    prof_mark(g, PR_ROUTE, false);
+    for (int e = 0; e < NE; e++) *active += cnt[e] > 0;
+    const size_t FE = (size_t)F * E;
+    /* weight scratch: per expert slot gate rows then up rows ([2F][E], one GEMM of m = 2F
+     * whose output rows are exactly gu's gate | up halves), then the down weights */
+    auto half_of = [&](int gi) { return g->wscr + (size_t)(gi & 1) * 3 * g->EG * FE; };
+    if (batched) {   /* pointer arrays of the whole layer, indexed by the expert's rank */
+        const void **hp = g->h_gptr;
+        for (int e = 0; e < NE; e++) {
+            if (!cnt[e]) continue;
+            const int r = rank[e];
+            const size_t w = (size_t)(e % g->EG) * FE, pb = pbase[e];
+            __half *sgu = half_of(e / g->EG), *sd = sgu + (size_t)2 * g->EG * FE;
+            hp[0 * NE + r] = sgu + 2 * w; hp[1 * NE + r] = g->gx16 + pb * E; hp[2 * NE + r] = g->gu + pb * 2 * F;
+            hp[6 * NE + r] = sd + w;      hp[7 * NE + r] = g->h16 + pb * F;  hp[8 * NE + r] = g->dout + pb * E;
+        }
+        CK(cudaMemcpyAsync(g->d_gptr, g->h_gptr, sizeof(void *) * 9 * NE, cudaMemcpyHostToDevice, st));
+    }
+    /* st2 starts after everything st has queued (attention scores and the o-projection's
+     * weights live in the same scratch) */
+    CK(cudaEventRecord(g->ev_start, st));
+    CK(cudaStreamWaitEvent(g->st2, g->ev_start, 0));
+    bool used[2] = {false, false};
+    for (int e0 = 0; e0 < NE; e0 += g->EG) {
+        const int e1 = std::min(NE, e0 + g->EG), hb = (e0 / g->EG) & 1;
+        if (off[e1] == off[e0]) continue;
+        __half *sgu = half_of(e0 / g->EG), *sd = sgu + (size_t)2 * g->EG * FE;
+        /* this half is free once the GEMMs of the group before last are done */
+        if (used[hb]) CK(cudaStreamWaitEvent(g->st2, g->ev_gemm[hb], 0));
+        used[hb] = true;
+        g->dq_st = g->st2;
+        /* dequantize only the runs of experts that have tokens */
+        prof_mark(g, PR_DEQ_EXP, true);
+        for (int e = e0; e < e1; e++) {
+            if (!cnt[e]) continue;
+            int e2 = e;
+            while (e2 + 1 < e1 && cnt[e2 + 1]) e2++;
+            const long ne_ = e2 - e + 1;
+            if (dequant(g, L.gate, (long)e * F, ne_ * F, sgu + (size_t)(e - e0) * 2 * FE, E, err, errlen, F, 2 * FE) ||
+                dequant(g, L.up, (long)e * F, ne_ * F, sgu + (size_t)(e - e0) * 2 * FE + FE, E, err, errlen, F, 2 * FE) ||
+                dequant(g, L.down, (long)e * E, ne_ * E, sd + (size_t)(e - e0) * FE, F, err, errlen))
+                return -1;
+            e = e2;
+        }
+        g->dq_st = st;
+        CK(cudaEventRecord(g->ev_deq[hb], g->st2));
+        CK(cudaStreamWaitEvent(st, g->ev_deq[hb], 0));
+        prof_mark(g, PR_DEQ_EXP, false);
+        prof_mark(g, PR_GEMM_EXP, true);
+        if (batched) {
+            const int gi = e0 / g->EG, b0 = g->gb0[gi], b1 = g->gb0[gi + 1], p0 = g->gp0[gi], p1 = g->gp0[gi + 1];
+            const void *const *gp = g->d_gptr;
+            for (int bi = b0; bi < b1; bi++) {
+                const GpuModel::GBatch &B = gbt[bi];
+                if (gemm16_batched(g, 2 * F, B.n, E, gp + 0 * NE + B.q0, E, gp + 1 * NE + B.q0, E, (void *const *)(gp + 2 * NE + B.q0), 2 * F, B.nb,
+                                   err, errlen))
+                    return -1;
+            }
+            const long nel = (long)(p1 - p0) * F;
+            k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu + (size_t)p0 * 2 * F, F, nel, g->h16 + (size_t)p0 * F);
+            CKL();
+            for (int bi = b0; bi < b1; bi++) {
+                const GpuModel::GBatch &B = gbt[bi];
+                if (gemm16_batched(g, E, B.n, F, gp + 6 * NE + B.q0, F, gp + 7 * NE + B.q0, F, (void *const *)(gp + 8 * NE + B.q0), E, B.nb, err, errlen))
+                    return -1;
+            }
+            if (g->prof) g->prof_calls += 2 * (b1 - b0);
+            CK(cudaEventRecord(g->ev_gemm[hb], st));
+            prof_mark(g, PR_GEMM_EXP, false);
+            continue;
+        }
+        for (int e = e0; e < e1; e++) {
+            if (!cnt[e]) continue;
+            if (g->prof) g->prof_calls += 2;
+            if (gemm16(g, 2 * F, cnt[e], E, sgu + (size_t)(e - e0) * 2 * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F,
+                       2 * F, 0.f, err, errlen))
+                return -1;
+        }
+        const long nel = (long)(off[e1] - off[e0]) * F;
+        k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu + (size_t)off[e0] * 2 * F, F, nel, g->h16 + (size_t)off[e0] * F);
+        CKL();
+        for (int e = e0; e < e1; e++) {
+            if (!cnt[e]) continue;
+            if (gemm16(g, E, cnt[e], F, sd + (size_t)(e - e0) * FE, F, g->h16 + (size_t)off[e] * F, F, g->dout + (size_t)off[e] * E, E, 0.f, err,
+                       errlen))
+                return -1;
+        }
+        CK(cudaEventRecord(g->ev_gemm[hb], st));
+        prof_mark(g, PR_GEMM_EXP, false);
+    }
+    return 0;
+}
+
+/* The layer's experts with the routing on the device (k_route, no host round trip) and
+ * k_expert_gemm on the quantized weights: gate|up, SwiGLU, down. */
+static int moe_device_routed(GpuModel *g, const DLayer &L, int l, int n, char *err, size_t errlen) {
+    const Config &c = g->c;
+    const int E = c.n_embd, K = c.n_expert_used, NE = c.n_expert, F = L.F, nsel = n * K, max_items = NE + nsel / MG_BN;
+    cudaStream_t st = g->st;
+    k_route<<<1, RTE_WARPS * WARP, route_smem(NE), st>>>(g->psel, nsel, K, NE, g->perm, g->slot_of, g->d_items, g->d_nitems,
+                                                         g->prof ? g->d_cnt + (size_t)l * NE : nullptr, g->d_bad);
+    CKL();
+    k_gather16<<<nsel, 256, 0, st>>>(g->p16, E, g->perm, g->gx16);
+    CKL();
+    prof_mark(g, PR_ROUTE, false);
+    if (g->prof) {
+        g->prof_rows += nsel;
+        g->prof_calls += 2;
+    }
+    prof_mark(g, PR_GEMM_EXP, true);
+    const long nel = (long)nsel * F;
+    if (!expert_gemm(L.gate, &L.up, F, g->d_items, g->d_nitems, max_items, g->gx16, E, g->gu, 2 * F, F, st)) {
+        seterr(err, errlen, "expert GEMM refused a %s weight", gguf_type_get(L.gate.type)->name);
+        return -1;
+    }
+    CKL();
+    k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu, F, nel, g->h16);
+    CKL();
+    if (!expert_gemm(L.down, nullptr, E, g->d_items, g->d_nitems, max_items, g->h16, F, g->dout, E, 0, st)) {
+        seterr(err, errlen, "expert GEMM refused a %s weight", gguf_type_get(L.down.type)->name);
+        return -1;
+    }
+    CKL();
+    prof_mark(g, PR_GEMM_EXP, false);
+    return 0;
+}
+
 /* Prefill of n <= NB_MAX tokens at pos..pos+n-1. */
 static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *logits_all, float *logits_last, int *experts, float *expert_p,
                          char *err, size_t errlen) {
@@ -3468,6 +3745,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
     cudaStream_t st = g->st;
     CK(cudaMemcpyAsync(g->ptok, tokens, n * sizeof(int), cudaMemcpyHostToDevice, st));
     CK(cudaMemcpyAsync(g->d_pos, &pos, sizeof(int), cudaMemcpyHostToDevice, st));
+    CK(cudaMemsetAsync(g->d_bad, 0, sizeof(int), st));
     CK(cudaStreamSynchronize(st));
     long active = 0;   /* experts with tokens, summed over layers (QWEN3MOE_PREFILL_PROF) */
     g->dq_st = st;   /* (an error return may have left it on st2) */
@@ -3476,7 +3754,6 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
     CKL();
     for (int l = 0; l < c.n_layer; l++) {
         const DLayer &L = g->L[l];
-        const int F = L.F;
         const size_t koff = (size_t)l * g->n_ctx * g->kvdim;
         k_rmsnorm<<<n, NTHR, E * sizeof(float), st>>>(g->px, L.attn_norm, E, c.rms_eps, nullptr, g->p16, nullptr, nullptr);
         CKL();
@@ -3514,193 +3791,10 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
             const float one = 1.f, zero = 0.f;
             CKB(cublasSgemm(g->cb, CUBLAS_OP_T, CUBLAS_OP_N, NE, n, E, &one, L.router, E, g->pxn, E, &zero, g->prlog, NE));
         }
-        k_topk<<<n, WARP, NE * sizeof(float), st>>>(g->prlog, NE, K, g->psel, g->pselw, g->prec, g->precp, g->d_force + (size_t)l * K,
-                                                    c.n_layer * K, g->d_force_on);
+        k_topk<<<n, WARP, NE * sizeof(float), st>>>(g->prlog, NE, K, g->psel, g->pselw, g->prec + (size_t)l * n * K, g->precp + (size_t)l * n * K,
+                                                    g->d_force + (size_t)l * K, c.n_layer * K, g->d_force_on);
         CKL();
-        CK(cudaMemcpyAsync(g->h_sel, g->psel, sizeof(int) * n * K, cudaMemcpyDeviceToHost, st));
-        if (experts) CK(cudaMemcpyAsync(g->h_rec, g->prec, sizeof(int) * n * K, cudaMemcpyDeviceToHost, st));
-        if (expert_p) CK(cudaMemcpyAsync(g->h_recp, g->precp, sizeof(float) * n * K, cudaMemcpyDeviceToHost, st));
-        CK(cudaStreamSynchronize(st));
-        std::vector<int> &cnt = g->cnt, &off = g->off;
-        std::fill(cnt.begin(), cnt.end(), 0);
-        for (int i = 0; i < n * K; i++) {
-            const int e = g->h_sel[i];
-            if (e < 0 || e >= NE) { seterr(err, errlen, "router produced expert id %d (layer %d)", e, l); return -1; }
-            cnt[e]++;
-        }
-        off[0] = 0;
-        for (int e = 0; e < NE; e++) off[e + 1] = off[e] + cnt[e];
-        /* Slot rows: expert e's tokens take rows pbase[e] .. pbase[e]+cnt[e]-1. Batched: each
-         * expert's rows are padded to its count class (multiples of 16 up to 64, then steps of
-         * ~1.5x: few classes, so few launches; the padding rows are zeros), and the experts of one weight group and one class
-         * form one cuBLAS batched call of n = class, instead of one small GEMM each (a 768 x ~32
-         * output fills ~6 of 132 SMs). Padding stays under 1.5x + 16 rows per expert, inside the
-         * SP = 2 * NB_MAX * K rows; where it would not fit, packed rows and one GEMM per expert. */
-        std::vector<int> &pbase = g->pbase, &rank = g->rank;
-        std::vector<GpuModel::GBatch> &gbt = g->gbt;
-        const int ngr = cdiv(NE, g->EG);
-        g->gb0.resize(ngr + 1);
-        g->gp0.resize(ngr + 1);
-        gbt.clear();
-        /* fused: k_expert_gemm reads each expert's rows straight from the quantized weights,
-         * slot rows packed (no padding, no scratch) */
-        const bool fused = experts_fused(g, L);
-        int P = 0;   /* slot rows in use */
-        if (!fused) {
-            int q = 0;
-            std::vector<std::pair<int, int>> ce;
-            for (int gi = 0; gi < ngr; gi++) {
-                g->gb0[gi] = (int)gbt.size();
-                g->gp0[gi] = P;
-                ce.clear();
-                for (int e = gi * g->EG; e < std::min(NE, (gi + 1) * g->EG); e++) {
-                    if (!cnt[e]) continue;
-                    int k = 64;
-                    if (cnt[e] <= 64) k = (cnt[e] + 15) & ~15;
-                    else while (k < cnt[e]) k = (k * 3 / 2 + 7) & ~7;
-                    ce.push_back({k, e});
-                }
-                std::sort(ce.begin(), ce.end());
-                for (size_t j = 0; j < ce.size(); j++) {
-                    if ((int)gbt.size() == g->gb0[gi] || gbt.back().n != ce[j].first) gbt.push_back({q, 0, ce[j].first});
-                    gbt.back().nb++;
-                    pbase[ce[j].second] = P;
-                    rank[ce[j].second] = q++;
-                    P += ce[j].first;
-                }
-            }
-            g->gb0[ngr] = (int)gbt.size();
-            g->gp0[ngr] = P;
-        }
-        const bool batched = !fused && !g->gemm_loop && P <= g->SP;
-        if (!batched) {
-            for (int e = 0; e < NE; e++) pbase[e] = off[e];
-            P = n * K;
-        }
-        if (g->prof) g->prof_rows += P;
-        for (int s2 = 0; s2 < P; s2++) g->h_perm[s2] = -1;
-        std::vector<int> fill(pbase.begin(), pbase.end());
-        for (int i = 0; i < n; i++)
-            for (int k = 0; k < K; k++) {
-                const int e = g->h_sel[i * K + k], s = fill[e]++;
-                g->h_perm[s] = i;
-                g->h_slot[i * K + k] = s;
-                if (experts) experts[((size_t)i * c.n_layer + l) * K + k] = g->h_rec[i * K + k];
-                if (expert_p) expert_p[((size_t)i * c.n_layer + l) * K + k] = g->h_recp[i * K + k];
-            }
-        CK(cudaMemcpyAsync(g->perm, g->h_perm, sizeof(int) * P, cudaMemcpyHostToDevice, st));
-        CK(cudaMemcpyAsync(g->slot_of, g->h_slot, sizeof(int) * n * K, cudaMemcpyHostToDevice, st));
-        k_gather16<<<P, 256, 0, st>>>(g->p16, E, g->perm, g->gx16);
-        CKL();
-        prof_mark(g, PR_ROUTE, false);
-        for (int e = 0; e < NE; e++) active += cnt[e] > 0;
-        if (fused) {   /* work items of up to MG_BN slot rows of one expert */
-            int ni = 0;
-            for (int e = 0; e < NE; e++)
-                for (int t = 0; t < cnt[e]; t += MG_BN) g->h_items[ni++] = make_int4(e, off[e] + t, std::min(MG_BN, cnt[e] - t), 0);
-            CK(cudaMemcpyAsync(g->d_items, g->h_items, sizeof(int4) * ni, cudaMemcpyHostToDevice, st));
-            prof_mark(g, PR_GEMM_EXP, true);
-            const long nel = (long)n * K * F;
-            if (!expert_gemm(L.gate, &L.up, F, g->d_items, ni, g->gx16, E, g->gu, 2 * F, F, st)) { seterr(err, errlen, "expert GEMM refused layer %d", l); return -1; }
-            CKL();
-            k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu, F, nel, g->h16);
-            CKL();
-            if (!expert_gemm(L.down, nullptr, E, g->d_items, ni, g->h16, F, g->dout, E, 0, st)) { seterr(err, errlen, "expert GEMM refused layer %d", l); return -1; }
-            CKL();
-            if (g->prof) g->prof_calls += 2;
-            prof_mark(g, PR_GEMM_EXP, false);
-            k_moe_combine<<<n, 256, 0, st>>>(g->dout, E, g->slot_of, g->pselw, K, g->px);
-            CKL();
-            continue;
-        }
-        const size_t FE = (size_t)F * E;
-        /* weight scratch: per expert slot gate rows then up rows ([2F][E], one GEMM of m = 2F
-         * whose output rows are exactly gu's gate | up halves), then the down weights */
-        auto half_of = [&](int gi) { return g->wscr + (size_t)(gi & 1) * 3 * g->EG * FE; };
-        if (batched) {   /* pointer arrays of the whole layer, indexed by the expert's rank */
-            const void **hp = g->h_gptr;
-            for (int e = 0; e < NE; e++) {
-                if (!cnt[e]) continue;
-                const int r = rank[e];
-                const size_t w = (size_t)(e % g->EG) * FE, pb = pbase[e];
-                __half *sgu = half_of(e / g->EG), *sd = sgu + (size_t)2 * g->EG * FE;
-                hp[0 * NE + r] = sgu + 2 * w; hp[1 * NE + r] = g->gx16 + pb * E; hp[2 * NE + r] = g->gu + pb * 2 * F;
-                hp[6 * NE + r] = sd + w;      hp[7 * NE + r] = g->h16 + pb * F;  hp[8 * NE + r] = g->dout + pb * E;
-            }
-            CK(cudaMemcpyAsync(g->d_gptr, g->h_gptr, sizeof(void *) * 9 * NE, cudaMemcpyHostToDevice, st));
-        }
-        /* st2 starts after everything st has queued (attention scores and the o-projection's
-         * weights live in the same scratch) */
-        CK(cudaEventRecord(g->ev_start, st));
-        CK(cudaStreamWaitEvent(g->st2, g->ev_start, 0));
-        bool used[2] = {false, false};
-        for (int e0 = 0; e0 < NE; e0 += g->EG) {
-            const int e1 = std::min(NE, e0 + g->EG), hb = (e0 / g->EG) & 1;
-            if (off[e1] == off[e0]) continue;
-            __half *sgu = half_of(e0 / g->EG), *sd = sgu + (size_t)2 * g->EG * FE;
-            /* this half is free once the GEMMs of the group before last are done */
-            if (used[hb]) CK(cudaStreamWaitEvent(g->st2, g->ev_gemm[hb], 0));
-            used[hb] = true;
-            g->dq_st = g->st2;
-            /* dequantize only the runs of experts that have tokens */
-            prof_mark(g, PR_DEQ_EXP, true);
-            for (int e = e0; e < e1; e++) {
-                if (!cnt[e]) continue;
-                int e2 = e;
-                while (e2 + 1 < e1 && cnt[e2 + 1]) e2++;
-                const long ne_ = e2 - e + 1;
-                if (dequant(g, L.gate, (long)e * F, ne_ * F, sgu + (size_t)(e - e0) * 2 * FE, E, err, errlen, F, 2 * FE) ||
-                    dequant(g, L.up, (long)e * F, ne_ * F, sgu + (size_t)(e - e0) * 2 * FE + FE, E, err, errlen, F, 2 * FE) ||
-                    dequant(g, L.down, (long)e * E, ne_ * E, sd + (size_t)(e - e0) * FE, F, err, errlen))
-                    return -1;
-                e = e2;
-            }
-            g->dq_st = st;
-            CK(cudaEventRecord(g->ev_deq[hb], g->st2));
-            CK(cudaStreamWaitEvent(st, g->ev_deq[hb], 0));
-            prof_mark(g, PR_DEQ_EXP, false);
-            prof_mark(g, PR_GEMM_EXP, true);
-            if (batched) {
-                const int gi = e0 / g->EG, b0 = g->gb0[gi], b1 = g->gb0[gi + 1], p0 = g->gp0[gi], p1 = g->gp0[gi + 1];
-                const void *const *gp = g->d_gptr;
-                for (int bi = b0; bi < b1; bi++) {
-                    const GpuModel::GBatch &B = gbt[bi];
-                    if (gemm16_batched(g, 2 * F, B.n, E, gp + 0 * NE + B.q0, E, gp + 1 * NE + B.q0, E, (void *const *)(gp + 2 * NE + B.q0), 2 * F, B.nb,
-                                       err, errlen))
-                        return -1;
-                }
-                const long nel = (long)(p1 - p0) * F;
-                k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu + (size_t)p0 * 2 * F, F, nel, g->h16 + (size_t)p0 * F);
-                CKL();
-                for (int bi = b0; bi < b1; bi++) {
-                    const GpuModel::GBatch &B = gbt[bi];
-                    if (gemm16_batched(g, E, B.n, F, gp + 6 * NE + B.q0, F, gp + 7 * NE + B.q0, F, (void *const *)(gp + 8 * NE + B.q0), E, B.nb, err, errlen))
-                        return -1;
-                }
-                if (g->prof) g->prof_calls += 2 * (b1 - b0);
-                CK(cudaEventRecord(g->ev_gemm[hb], st));
-                prof_mark(g, PR_GEMM_EXP, false);
-                continue;
-            }
-            for (int e = e0; e < e1; e++) {
-                if (!cnt[e]) continue;
-                if (g->prof) g->prof_calls += 2;
-                if (gemm16(g, 2 * F, cnt[e], E, sgu + (size_t)(e - e0) * 2 * FE, E, g->gx16 + (size_t)off[e] * E, E, g->gu + (size_t)off[e] * 2 * F,
-                           2 * F, 0.f, err, errlen))
-                    return -1;
-            }
-            const long nel = (long)(off[e1] - off[e0]) * F;
-            k_swiglu16<<<(unsigned)((nel + 255) / 256), 256, 0, st>>>(g->gu + (size_t)off[e0] * 2 * F, F, nel, g->h16 + (size_t)off[e0] * F);
-            CKL();
-            for (int e = e0; e < e1; e++) {
-                if (!cnt[e]) continue;
-                if (gemm16(g, E, cnt[e], F, sd + (size_t)(e - e0) * FE, F, g->h16 + (size_t)off[e] * F, F, g->dout + (size_t)off[e] * E, E, 0.f, err,
-                           errlen))
-                    return -1;
-            }
-            CK(cudaEventRecord(g->ev_gemm[hb], st));
-            prof_mark(g, PR_GEMM_EXP, false);
-        }
+        if (experts_fused(g, L) ? moe_device_routed(g, L, l, n, err, errlen) : moe_host_routed(g, L, l, n, &active, err, errlen)) return -1;
         k_moe_combine<<<n, 256, 0, st>>>(g->dout, E, g->slot_of, g->pselw, K, g->px);
         CKL();
     }
@@ -3730,8 +3824,28 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
         CK(cudaMemcpyAsync(logits_last, g->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st));
     }
     prof_mark(g, PR_OUT, false);
+    const size_t nrec = (size_t)c.n_layer * n * K;   /* the routers' own choices, [layer][token][k] */
+    if (experts) CK(cudaMemcpyAsync(g->h_rec, g->prec, sizeof(int) * nrec, cudaMemcpyDeviceToHost, st));
+    if (expert_p) CK(cudaMemcpyAsync(g->h_recp, g->precp, sizeof(float) * nrec, cudaMemcpyDeviceToHost, st));
+    if (g->prof) {   /* experts with tokens in the device-routed layers */
+        std::vector<int> cnt((size_t)NE * c.n_layer);
+        CK(cudaMemcpy(cnt.data(), g->d_cnt, sizeof(int) * cnt.size(), cudaMemcpyDeviceToHost));
+        for (int l = 0; l < c.n_layer; l++)
+            if (experts_fused(g, g->L[l]))
+                for (int e = 0; e < NE; e++) active += cnt[(size_t)l * NE + e] > 0;
+    }
     prof_report(g, n, (double)active / c.n_layer);
     CK(cudaStreamSynchronize(st));
+    int bad = 0;
+    CK(cudaMemcpy(&bad, g->d_bad, sizeof bad, cudaMemcpyDeviceToHost));
+    if (bad) { seterr(err, errlen, "the router produced an expert id outside [0, %d)", NE); return -1; }
+    for (int l = 0; l < c.n_layer; l++)
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < K; k++) {
+                const size_t from = ((size_t)l * n + i) * K + k, to = ((size_t)i * c.n_layer + l) * K + k;
+                if (experts) experts[to] = g->h_rec[from];
+                if (expert_p) expert_p[to] = g->h_recp[from];
+            }
     return 0;
 }
 

@@ -131,8 +131,9 @@ static void test_expert_gemm() {
     std::vector<__half> xh((size_t)P * Kd);
     for (auto &v : xh) v = __float2half(randn());
     __half *dx = dup(xh);
-    int4 *ditems = dalloc<int4>(ni);
+    int4 *ditems = dalloc<int4>(ni + 1);   /* one more, left poisoned: the grid has room for 4 items, *nitems says 3 */
     CU(cudaMemcpy(ditems, items_h, sizeof items_h, cudaMemcpyHostToDevice));
+    int *dni = dup(std::vector<int>{ni});
     float *dc = dalloc<float>((size_t)P * 2 * M);
     for (uint32_t t : TYPES) {
         if (type_is_float_d((int)t)) continue;
@@ -140,7 +141,7 @@ static void test_expert_gemm() {
         uint8_t *dg = dup(wg.q), *du = dup(wu.q);
         const DT g = {dg, (int)t, Kd, (long)NE * M, wg.rb}, u = {du, (int)t, Kd, (long)NE * M, wu.rb};
         poison(dc, (size_t)P * 2 * M * sizeof(float));
-        const bool launched = expert_gemm(g, &u, M, ditems, ni, dx, Kd, dc, 2 * M, M, 0);
+        const bool launched = expert_gemm(g, &u, M, ditems, dni, ni + 1, dx, Kd, dc, 2 * M, M, 0);
         CU(cudaGetLastError());
         CU(cudaDeviceSynchronize());
         std::vector<float> c = back(dc, (size_t)P * 2 * M);
@@ -175,7 +176,55 @@ static void test_expert_gemm() {
     }
     cudaFree(dx);
     cudaFree(ditems);
+    cudaFree(dni);
     cudaFree(dc);
+}
+
+/* Prefill routing on the device (k_route) against the host's counting sort: slot rows by
+ * expert in entry order, perm, slot_of, the work items and their count; an id out of range
+ * must raise the flag. */
+static void test_route(int n, int K, int ne, bool skewed) {
+    const int nsel = n * K;
+    std::vector<int> sel(nsel);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < K; k++) {   /* K distinct experts per token, as top-k gives */
+            int e;
+            bool dup;
+            do {
+                e = skewed ? (int)(fabsf(randn()) * 3) % ne : (int)((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 33) % ne;
+                dup = false;
+                for (int j = 0; j < k; j++) dup |= sel[i * K + j] == e;
+            } while (dup);
+            sel[i * K + k] = e;
+        }
+    std::vector<int> cnt(ne, 0), off(ne + 1, 0), perm(nsel), slot(nsel);
+    for (int e : sel) cnt[e]++;
+    for (int e = 0; e < ne; e++) off[e + 1] = off[e] + cnt[e];
+    std::vector<int> fill(off.begin(), off.end() - 1);
+    for (int i = 0; i < nsel; i++) { slot[i] = fill[sel[i]]++; perm[slot[i]] = i / K; }
+    std::vector<int4> items;
+    for (int e = 0; e < ne; e++)
+        for (int t = 0; t < cnt[e]; t += MG_BN) items.push_back(make_int4(e, off[e] + t, std::min(MG_BN, cnt[e] - t), 0));
+    int *dsel = dup(sel), *dperm = dalloc<int>(nsel), *dslot = dalloc<int>(nsel), *dni = dalloc<int>(1), *dcnt = dalloc<int>(ne), *dbad = dalloc<int>(1);
+    int4 *ditems = dalloc<int4>(ne + nsel / MG_BN + 1);
+    CU(cudaMemset(dbad, 0, sizeof(int)));
+    k_route<<<1, RTE_WARPS * WARP, route_smem(ne)>>>(dsel, nsel, K, ne, dperm, dslot, ditems, dni, dcnt, dbad);
+    CU(cudaGetLastError());
+    CU(cudaDeviceSynchronize());
+    const int ni = back(dni, 1)[0], bad = back(dbad, 1)[0];
+    bool ok = ni == (int)items.size() && !bad && back(dperm, nsel) == perm && back(dslot, nsel) == slot && back(dcnt, ne) == cnt;
+    if (ok) {
+        std::vector<int4> gi = back(ditems, ni);
+        for (int i = 0; i < ni; i++) ok = ok && gi[i].x == items[i].x && gi[i].y == items[i].y && gi[i].z == items[i].z;
+    }
+    sel[nsel / 2] = ne;   /* out of range */
+    CU(cudaMemcpy(dsel, sel.data(), sizeof(int) * nsel, cudaMemcpyHostToDevice));
+    k_route<<<1, RTE_WARPS * WARP, route_smem(ne)>>>(dsel, nsel, K, ne, dperm, dslot, ditems, dni, nullptr, dbad);
+    CU(cudaDeviceSynchronize());
+    const bool flagged = back(dbad, 1)[0] == 1;
+    report(ok && flagged, "k_route %d tokens x %d of %d experts%s: %d items (host %zu), perm/slots/items/counts %s, bad id %s", n, K, ne, skewed ? " (skewed)" : "",
+           ni, items.size(), ok ? "match" : "DIFFER", flagged ? "flagged" : "NOT FLAGGED");
+    for (void *p : {(void *)dsel, (void *)dperm, (void *)dslot, (void *)dni, (void *)dcnt, (void *)dbad, (void *)ditems}) cudaFree(p);
 }
 
 /* quantize x on the device and return its dequantized value as the CPU sees it */
@@ -765,6 +814,9 @@ int main(int argc, char **argv) {
     test_dequant();
     test_dequant_flat();
     test_expert_gemm();
+    test_route(512, 8, 128, false);
+    test_route(512, 8, 128, true);
+    test_route(37, 3, 12, false);
     test_mmv();
     test_experts();
     test_rmsnorm_topk();
