@@ -2237,9 +2237,10 @@ __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
  * MG_BN of its slot rows) C[slot][col + r] = W_e[r] . X[slot], one launch per weight
  * for the whole layer. Each block reads its MG_BM weight rows once per item in their
  * GGUF type (cp.async, 16-byte pieces), dequantizes one MG_BK step at a time to f16 in
- * shared memory and multiplies on the tensor cores with f32 accumulation, the same
- * arithmetic as dequantize-to-scratch + cuBLAS but without writing and re-reading
- * 2 bytes per weight (1.2 GB per layer of Qwen3-30B-A3B). Moves per block: MG_BM rows'
+ * shared memory and multiplies on the tensor cores with f32 accumulation: the arithmetic
+ * of dequantize-to-scratch + cuBLAS (up to the f16 rounding of the block scales, Sub32)
+ * without writing and re-reading 2 bytes per weight (1.2 GB per layer of Qwen3-30B-A3B).
+ * Work items and their count come from k_route on the device. Moves per block: MG_BM rows'
  * quant bytes + MG_BN x Kd f16 of X in, MG_BM x MG_BN f32 out. Steps are double
  * buffered: step k+1's copies fly while step k is dequantized and multiplied.
  * ==================================================================== */

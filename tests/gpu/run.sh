@@ -107,7 +107,9 @@ fi
 # the path decode takes for such a model, pass the strict thresholds on a prompt long enough
 # that decode attention spans several chunks, and on a shape with 16 query heads per KV head
 # (several attention items per head) and 8 experts used; the kernel graph it replaces stays
-# checked with QWEN3MOE_PERSIST=0.
+# checked with QWEN3MOE_PERSIST=0. The same runs check that prefill multiplied the experts
+# with k_expert_gemm (device routing), and QWEN3MOE_MOE=dequant keeps the older
+# dequantize + cuBLAS path checked.
 LONG="$PROMPT"; for i in 1 2 3 4 5 6 7 8; do LONG="$LONG $PROMPT"; done
 for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--preset tiny --type q6_k --seed 12" \
             "pk-g16-q4_k_m|--layers 2 --embd 512 --heads 16 --heads-kv 1 --head-dim 128 --experts 16 --experts-used 8 --ff 256 --mix q4_k_m --seed 5"; do
