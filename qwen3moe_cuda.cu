@@ -1635,9 +1635,20 @@ static DownKernel down2_kernel(int tt) {
 #define PK_D 128                  /* head_dim served */
 #define PK_WB 9728                /* staging bytes per warp (8 rows of 1,216: a 2048-wide Q4_K row each) */
 #define PK_MAXK 8
-/* the weight types it serves: those with a wide dot (QW), the types of the Q4_K_M mix; each
- * more type adds its code to a kernel that must stay small for the instruction cache */
-#define PK_TYPES(X) X(GGML_TYPE_Q4_K) X(GGML_TYPE_Q6_K)
+/* The weight types it serves, by family: each family (the types of one of llama.cpp's mixes,
+ * all with a wide dot, QW) gets its own instantiation, so no instance carries code for types
+ * its model does not use: each more type in one kernel adds to code that must stay small
+ * for the instruction cache. */
+#define PK_FAM0(X) X(GGML_TYPE_Q4_K) X(GGML_TYPE_Q6_K)   /* Q4_K_M */
+#define PK_FAM1(X) X(GGML_TYPE_Q8_0)                     /* Q8_0 */
+#define PK_FAM2(X) X(GGML_TYPE_Q4_0) X(GGML_TYPE_Q6_K)   /* Q4_0 (its output is Q6_K) */
+#define PK_NFAM 3
+static const char *const pk_fam_name[PK_NFAM] = {"Q4_K + Q6_K", "Q8_0", "Q4_0 + Q6_K"};
+__host__ __device__ constexpr bool pk_serves(int fam, int t) {
+#define PK_IS(T) t == T ||
+    return fam == 0 ? (PK_FAM0(PK_IS) false) : fam == 1 ? (PK_FAM1(PK_IS) false) : (PK_FAM2(PK_IS) false);
+#undef PK_IS
+}
 #define PK_CH 16                  /* positions per attention chunk at least (att_chunk keeps <= 64 chunks): one step of the 4 warps */
 #define PK_HB 4                   /* query heads per attention item: half of k_attn's, to stay in 128 registers */
 #define PK_PROF_MAXB 1024         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
@@ -1766,6 +1777,47 @@ template <> struct QW<GGML_TYPE_Q6_K> {
     }
 };
 
+/* The 32-wide types, 8 blocks a 256-weight superblock: lane j takes block j whole (its
+ * 32 quants at a 2-byte aligned offset, read with ld8_a2) */
+template <> struct QW<GGML_TYPE_Q8_0> {
+    enum { OK = 1 };
+    struct X { int4 a, b; float d; };
+    static __device__ __forceinline__ void x(const int8_t *xq, const float *xd, int sb, int j, X &v) {
+        v.a = *(const int4 *)(xq + sb * 256 + 32 * j);
+        v.b = *(const int4 *)(xq + sb * 256 + 32 * j + 16);
+        v.d = xd[sb * 8 + j];
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {
+        const uint8_t *q = b + 34 * j;
+        const uint2 w0 = ld8_a2(q + 2), w1 = ld8_a2(q + 10), w2 = ld8_a2(q + 18), w3 = ld8_a2(q + 26);
+        int s = __dp4a((int)w0.x, v.a.x, 0);
+        s = __dp4a((int)w0.y, v.a.y, s); s = __dp4a((int)w1.x, v.a.z, s); s = __dp4a((int)w1.y, v.a.w, s);
+        s = __dp4a((int)w2.x, v.b.x, s); s = __dp4a((int)w2.y, v.b.y, s); s = __dp4a((int)w3.x, v.b.z, s); s = __dp4a((int)w3.y, v.b.w, s);
+        return ldh(q) * v.d * (float)s;
+    }
+};
+template <> struct QW<GGML_TYPE_Q4_0> {
+    enum { OK = 1 };
+    struct X { int4 a, b; float d; int s; };
+    static __device__ __forceinline__ void x(const int8_t *xq, const float *xd, int sb, int j, X &v) {
+        v.a = *(const int4 *)(xq + sb * 256 + 32 * j);        /* elements 0..15: the low nibbles */
+        v.b = *(const int4 *)(xq + sb * 256 + 32 * j + 16);   /* 16..31: the high ones */
+        v.d = xd[sb * 8 + j];
+        v.s = dp4a_sum(v.a.x) + dp4a_sum(v.a.y) + dp4a_sum(v.a.z) + dp4a_sum(v.a.w) + dp4a_sum(v.b.x) + dp4a_sum(v.b.y) + dp4a_sum(v.b.z) +
+              dp4a_sum(v.b.w);
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {
+        const uint8_t *q = b + 18 * j;
+        const uint2 w0 = ld8_a2(q + 2), w1 = ld8_a2(q + 10);
+        const uint32_t M = 0x0F0F0F0Fu;
+        int s = __dp4a((int)(w0.x & M), v.a.x, 0);
+        s = __dp4a((int)(w0.y & M), v.a.y, s); s = __dp4a((int)(w1.x & M), v.a.z, s); s = __dp4a((int)(w1.y & M), v.a.w, s);
+        s = __dp4a((int)((w0.x >> 4) & M), v.b.x, s); s = __dp4a((int)((w0.y >> 4) & M), v.b.y, s);
+        s = __dp4a((int)((w1.x >> 4) & M), v.b.z, s); s = __dp4a((int)((w1.y >> 4) & M), v.b.w, s);
+        return ldh(q) * v.d * (float)(s - 8 * v.s);
+    }
+};
+
 /* R rows given by pointers (row r valid when bit r of ok is set) against int8 x, staged
  * through the warp's buffer in chunks of cap bytes a row; PX: row r has its own x at
  * xq + r * xstr (and scales xd + r * xstr / 32). */
@@ -1805,7 +1857,7 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, s
                 for (int it = it0 + lane / 8; it < it1; it += 4) {   /* superblock it per 8 lanes */
                     typename QW<T>::X xv;
                     QW<T>::x(xr, dr, it, j, xv);
-                    acc += QW<T>::dot(srow + it * QT<T>::BS, j, xv);
+                    acc += QW<T>::dot(srow + it * stage_sb<T>(), j, xv);
                 }
             }
             acc = warp_sum(acc);
@@ -1814,20 +1866,24 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, s
         __syncwarp();
     }
 }
-template <int R, bool PX>
+template <int FAM, int R, bool PX>
 __device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd,
                                         int xstr, float *res, uint8_t *buf, bool pre = false) {
 #define PK_CASE(T) case T: rows_qp<T, R, PX>(wp, ok, rb, ncols, xq, xd, xstr, res, buf, PK_WB / R, pre); break;
-    switch (type) { PK_TYPES(PK_CASE) default: break; }
+    if constexpr (FAM == 0) { switch (type) { PK_FAM0(PK_CASE) default: break; } }
+    else if constexpr (FAM == 1) { switch (type) { PK_FAM1(PK_CASE) default: break; } }
+    else { switch (type) { PK_FAM2(PK_CASE) default: break; } }
 #undef PK_CASE
 }
 /* Issue (and commit) the first chunk of pk_rows<R>'s copies, e.g. before a barrier wait:
  * weights are never written, and the warp's buffer is free once its block has arrived. */
-template <int R>
+template <int FAM, int R>
 __device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, unsigned ok, size_t rb, uint8_t *buf) {
     int sb = 0;
 #define PK_CASE(T) case T: sb = stage_sb<T>(); break;
-    switch (type) { PK_TYPES(PK_CASE) default: break; }
+    if constexpr (FAM == 0) { switch (type) { PK_FAM0(PK_CASE) default: break; } }
+    else if constexpr (FAM == 1) { switch (type) { PK_FAM1(PK_CASE) default: break; } }
+    else { switch (type) { PK_FAM2(PK_CASE) default: break; } }
 #undef PK_CASE
     if (sb) rows_issue_p<R>(wp, ok, 0, min((size_t)stage_ipc<5>(sb, PK_WB / R) * sb, rb), buf, PK_WB / R);
     cp_async_commit();
@@ -1925,16 +1981,16 @@ __device__ __forceinline__ int pk_qkv_rows(const PArgs &a, const PLayer &L, int 
     return seg;
 }
 /* before A (before the barrier wait): the norm weights, then the first group's rows */
-__device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
+template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
     norm_stage_w(L.attn_norm, a.E, s.xsf);
     cp_async_commit();
     const uint8_t *wp[4];
     int row0 = 0;
     const int seg = gw < (a.qdim + 2 * a.kvdim) / 4 ? pk_qkv_rows(a, L, gw, wp, row0) : -1;
-    if (seg >= 0) pk_issue<4>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], s.wb + (threadIdx.x / WARP) * PK_WB);
+    if (seg >= 0) pk_issue<FAM, 4>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], s.wb + (threadIdx.x / WARP) * PK_WB);
     else cp_async_commit();
 }
-__device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int pos, int gw, int NW) {
+template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int pos, int gw, int NW) {
     pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
     const int lane = threadIdx.x % WARP;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
@@ -1943,7 +1999,7 @@ __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int pos,
         int row0;
         const int seg = pk_qkv_rows(a, L, g, wp, row0);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<4, false>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], a.E, s.xs, s.xds, 0, res, buf, g == gw);
+        pk_rows<FAM, 4, false>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], a.E, s.xs, s.xds, 0, res, buf, g == gw);
         float *y = a.qkv + (seg == 0 ? 0 : seg == 1 ? a.qdim : a.qdim + a.kvdim) + row0;
         const int hh = (seg == 0 ? 0 : seg == 1 ? a.nh : a.nh + a.nkv) + row0 / PK_D;
         if (lane == 0)
@@ -1996,11 +2052,11 @@ __device__ __forceinline__ unsigned pk_o_rows(const PArgs &a, const PLayer &L, i
     wp[1] = wp[0] + L.rb[PW_O];
     return 2 * g + 1 < a.E ? 3u : 1u;
 }
-__device__ void pk_pre_o(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
+template <int FAM> __device__ void pk_pre_o(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
     const uint8_t *wp[2];
-    if (gw < (a.E + 1) / 2) pk_issue<2>(L.t[PW_O], wp, pk_o_rows(a, L, gw, wp), L.rb[PW_O], s.wb + (threadIdx.x / WARP) * PK_WB);
+    if (gw < (a.E + 1) / 2) pk_issue<FAM, 2>(L.t[PW_O], wp, pk_o_rows(a, L, gw, wp), L.rb[PW_O], s.wb + (threadIdx.x / WARP) * PK_WB);
 }
-__device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
+template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
     stage_x(a.aq, a.ad, xq_pad(a.qdim), s.xs, s.xds, threadIdx.x, blockDim.x);
     __syncthreads();
     const int lane = threadIdx.x % WARP;
@@ -2009,7 +2065,7 @@ __device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int gw
         const uint8_t *wp[2];
         const unsigned ok = pk_o_rows(a, L, g, wp);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<2, false>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
+        pk_rows<FAM, 2, false>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
         if (lane == 0) {
             a.x[2 * g] = __ldcg(a.x + 2 * g) + res[0];
             if (ok & 2u) a.x[2 * g + 1] = __ldcg(a.x + 2 * g + 1) + res[1];
@@ -2044,7 +2100,7 @@ __device__ void pk_router(const PArgs &a, const PLayer &L, const PSmem &s, int g
  * router_topk_sp's: softmax, descending probability, ties to the lower id), then gate
  * and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32); the warp that
  * completes a group of 32 outputs (a counter) quantizes it to int8 (hq, hd). */
-__device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
+template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
     const int lane = threadIdx.x % WARP, nsl = a.E / 256, t = threadIdx.x;
     /* the logits: each thread sums one expert's partials (all loads in flight at once) */
     const int fon = __ldcg(a.force_on);
@@ -2097,7 +2153,7 @@ __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l
         }
         const unsigned m = (1u << nv) - 1u;
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<8, false>(L.t[PW_G], wp, m | (m << 4), L.rb[PW_G], a.E, s.xs, s.xds, 0, res, buf);
+        pk_rows<FAM, 8, false>(L.t[PW_G], wp, m | (m << 4), L.rb[PW_G], a.E, s.xs, s.xds, 0, res, buf);
         if (lane < nv) a.h[(size_t)k * a.Fpad + o0 + lane] = res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane];
         /* the warp completing a group of 32 outputs quantizes it for G (as the rope in A) */
         const int grp = k * (a.Fpad / 32) + o0 / 32;
@@ -2112,13 +2168,13 @@ __device__ __forceinline__ void pk_down_rows(const PArgs &a, const PLayer &L, co
 #pragma unroll
     for (int k = 0; k < PK_MAXK; k++) wp[k] = L.w[PW_D] + ((size_t)s.sel[k < a.K ? k : 0] * a.E + row) * L.rb[PW_D];
 }
-__device__ void pk_pre_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
+template <int FAM> __device__ void pk_pre_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
     const uint8_t *wp[PK_MAXK];
     if (gw >= a.E) return;
     pk_down_rows(a, L, s, gw, wp);
-    pk_issue<PK_MAXK>(L.t[PW_D], wp, (1u << a.K) - 1u, L.rb[PW_D], s.wb + (threadIdx.x / WARP) * PK_WB);
+    pk_issue<FAM, PK_MAXK>(L.t[PW_D], wp, (1u << a.K) - 1u, L.rb[PW_D], s.wb + (threadIdx.x / WARP) * PK_WB);
 }
-__device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
+template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
     const int lane = threadIdx.x % WARP, F = L.F;
     stage_x(a.hq, a.hd, a.K * a.Fpad, s.hs, s.hds, threadIdx.x, blockDim.x);   /* also waits for the rows issued before */
     __syncthreads();
@@ -2128,7 +2184,7 @@ __device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw,
         const uint8_t *wp[PK_MAXK];
         pk_down_rows(a, L, s, row, wp);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<PK_MAXK, true>(L.t[PW_D], wp, ok, L.rb[PW_D], F, s.hs, s.hds, a.Fpad, res, buf, row == gw);
+        pk_rows<FAM, PK_MAXK, true>(L.t[PW_D], wp, ok, L.rb[PW_D], F, s.hs, s.hds, a.Fpad, res, buf, row == gw);
         if (lane == 0) {
             float tot = 0.f;
             for (int k = 0; k < a.K; k++) tot += s.selw[k] * res[k];
@@ -2139,19 +2195,19 @@ __device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw,
 
 /* H: the output head, 8 rows a group; the argmax reduced over the group's rows before its
  * one atomic (one per row would queue 152K atomics on one address) */
-__device__ void pk_pre_head(const PArgs &a, const PSmem &s, int gw) {
+template <int FAM> __device__ void pk_pre_head(const PArgs &a, const PSmem &s, int gw) {
     norm_stage_w(a.out_norm, a.E, s.xsf);
     cp_async_commit();
     if (gw * 8 < a.nvocab) {
         const uint8_t *wp[8];
 #pragma unroll
         for (int r = 0; r < 8; r++) wp[r] = a.out_w + (size_t)min(gw * 8 + r, a.nvocab - 1) * a.out_rb;
-        pk_issue<8>(a.out_t, wp, 0xFFu, a.out_rb, s.wb + (threadIdx.x / WARP) * PK_WB);
+        pk_issue<FAM, 8>(a.out_t, wp, 0xFFu, a.out_rb, s.wb + (threadIdx.x / WARP) * PK_WB);
     } else {
         cp_async_commit();
     }
 }
-__device__ void pk_head(const PArgs &a, const PSmem &s, int gw, int NW) {
+template <int FAM> __device__ void pk_head(const PArgs &a, const PSmem &s, int gw, int NW) {
     pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
     const int lane = threadIdx.x % WARP;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
@@ -2161,7 +2217,7 @@ __device__ void pk_head(const PArgs &a, const PSmem &s, int gw, int NW) {
         const uint8_t *wp[8];
 #pragma unroll
         for (int r = 0; r < 8; r++) wp[r] = a.out_w + (size_t)min(row0 + r, a.nvocab - 1) * a.out_rb;
-        pk_rows<8, false>(a.out_t, wp, g == gw ? 0xFFu : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
+        pk_rows<FAM, 8, false>(a.out_t, wp, g == gw ? 0xFFu : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
         const float v = lane < nv ? res[lane] : 0.f;
         if (lane < nv) a.logits[row0 + lane] = v;
         unsigned long long key = lane < nv && v == v ? argmax_key(v, row0 + lane) : 0ull;
@@ -2175,7 +2231,7 @@ __device__ void pk_head(const PArgs &a, const PSmem &s, int gw, int NW) {
  * Q4_K_M: the K experts, attention, router, head) plus the KV rows, in phases over all
  * SMs (one 16-warp block each, so that the grid barriers cost ~1 us and each warp can
  * issue its next phase's copies before waiting). */
-__global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
+template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
     extern __shared__ __align__(16) uint8_t sbuf[];
     PSmem s;
     {
@@ -2204,27 +2260,27 @@ __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
         pk_wait(a.bar, ++nb * gridDim.x);       \
         if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x + nb] = gtimer(); \
     } while (0)
-    pk_pre_qkv(a, a.L[0], s, gw);
+    pk_pre_qkv<FAM>(a, a.L[0], s, gw);
     for (int l = 0; l < a.nl; l++) {
         const PLayer &L = a.L[l];
-        pk_qkv(a, L, s, pos, gw, NW);
+        pk_qkv<FAM>(a, L, s, pos, gw, NW);
         PK_SYNC(pk_pf_attn(a, L, pos));
         pk_attn(a, L, s, pos);
         PK_SYNC((void)0);
         pk_comb(a, pos);
-        PK_SYNC(pk_pre_o(a, L, s, gw));
-        pk_oproj(a, L, s, gw, NW);
+        PK_SYNC(pk_pre_o<FAM>(a, L, s, gw));
+        pk_oproj<FAM>(a, L, s, gw, NW);
         PK_SYNC(pk_pre_router(a, L, s, gw, NW));
         pk_router(a, L, s, gw, NW);
         PK_SYNC((void)0);
-        pk_gateup(a, L, s, l, gw, NW);
-        PK_SYNC(pk_pre_down(a, L, s, gw));
-        pk_down(a, L, s, gw, NW);
-        if (l + 1 < a.nl) PK_SYNC(pk_pre_qkv(a, a.L[l + 1], s, gw));
+        pk_gateup<FAM>(a, L, s, l, gw, NW);
+        PK_SYNC(pk_pre_down<FAM>(a, L, s, gw));
+        pk_down<FAM>(a, L, s, gw, NW);
+        if (l + 1 < a.nl) PK_SYNC(pk_pre_qkv<FAM>(a, a.L[l + 1], s, gw));
     }
     if (a.head) {
-        PK_SYNC(pk_pre_head(a, s, gw));
-        pk_head(a, s, gw, NW);
+        PK_SYNC(pk_pre_head<FAM>(a, s, gw));
+        pk_head<FAM>(a, s, gw, NW);
     }
 #undef PK_SYNC
 }
@@ -2654,7 +2710,8 @@ struct GpuModel {
     int graph_ok;
     int pdl, pdl_now;        /* QWEN3MOE_PDL=0 turns programmatic dependent launch off (A/B); pdl_now: capturing decode */
     /* the persistent decode kernel (k_persist); QWEN3MOE_PERSIST=0 takes the per-kernel graph */
-    int persist, pk_grid, pk_head;   /* pk_head: the output head runs in it too (Q4_K or Q6_K) */
+    int persist, pk_grid, pk_head;   /* pk_head: the output head runs in it too (a type of its family) */
+    int pk_fam;              /* the type family its instantiation serves (PK_FAM0..) */
     size_t pk_smem_bytes;
     PLayer *d_pl;
     unsigned *pk_bar, *pk_hcnt, *pk_qcnt;
@@ -2693,6 +2750,10 @@ struct GpuModel {
     std::vector<int> cnt, off;
 };
 
+static const void *persist_kernel(int fam) {
+    return fam == 0 ? (const void *)k_persist<0> : fam == 1 ? (const void *)k_persist<1> : (const void *)k_persist<2>;
+}
+
 /* Whether decode can take k_persist, and its per-layer table. Off (with the reason) for
  * what it does not serve; an error only when the device refuses what it asked for. */
 static int persist_setup(GpuModel *g, char *err, size_t errlen) {
@@ -2713,18 +2774,28 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     else if (c.n_expert_used > PK_MAXK) why = "more than 8 experts used";
     else if (!coop) why = "no cooperative launch on this device";
     else if (g->pk_smem_bytes > (size_t)optin) why = "shared memory too small";
+    /* the first family that serves every layer weight */
+    g->pk_fam = -1;
+    for (int f = 0; f < PK_NFAM && g->pk_fam < 0 && !why; f++) {
+        bool all = true;
+        for (int l = 0; l < c.n_layer && all; l++) {
+            const DLayer &L = g->L[l];
+            const DT *ws[7] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+            for (const DT *d : ws) all = all && pk_serves(f, d->type);
+        }
+        if (all) g->pk_fam = f;
+    }
+    if (!why && g->pk_fam < 0) why = "weight types outside its families (Q4_K + Q6_K, Q8_0, Q4_0 + Q6_K)";
     for (int l = 0; l < c.n_layer && !why; l++) {
         const DLayer &L = g->L[l];
-        const DT *ws[7] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
-        for (const DT *d : ws)
-            if (d->type != GGML_TYPE_Q4_K && d->type != GGML_TYPE_Q6_K) why = "a weight type other than Q4_K and Q6_K";
         if (L.gate.type != L.up.type || L.gate.rb != L.up.rb) why = "gate and up of different types";
         if (L.F % 32) why = "expert FFN width not a multiple of 32";
     }
     if (!why) {
-        CK(cudaFuncSetAttribute(k_persist, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)g->pk_smem_bytes));
+        const void *kern = persist_kernel(g->pk_fam);
+        CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)g->pk_smem_bytes));
         int occ = 0;
-        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_persist, PK_THREADS, g->pk_smem_bytes));
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, PK_THREADS, g->pk_smem_bytes));
         if (occ < 1) why = "the kernel does not fit an SM";
         g->pk_grid = nsm;   /* one block an SM: co-resident (the cooperative launch checks it) */
     }
@@ -2752,7 +2823,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
         CK(cudaMalloc(&g->pk_prof, n * sizeof(unsigned long long)));
         CK(cudaMemset(g->pk_prof, 0, n * sizeof(unsigned long long)));
     }
-    g->pk_head = (g->out.type == GGML_TYPE_Q4_K || g->out.type == GGML_TYPE_Q6_K) && g->out.ncols == c.n_embd;
+    g->pk_head = pk_serves(g->pk_fam, g->out.type) && g->out.ncols == c.n_embd;
     g->persist = 1;
     return 0;
 }
@@ -2786,7 +2857,8 @@ static int launch_persist(GpuModel *g, char *err, size_t errlen) {
     at[0].val.cooperative = 1;
     cfg.attrs = at;
     cfg.numAttrs = 1;
-    CK(cudaLaunchKernelEx(&cfg, k_persist, a));
+    void *args[] = {&a};
+    CK(cudaLaunchKernelExC(&cfg, persist_kernel(g->pk_fam), args));
     return 0;
 }
 
@@ -3172,7 +3244,7 @@ extern "C" int gpu_info(GpuModel *g, GpuInfo *info) {
     snprintf(info->name, sizeof info->name, "%s", p.name);
     info->vram_total = p.totalGlobalMem;
     info->vram_used_model = g ? g->warena_bytes + g->sarena_bytes + (g->logits_all ? g->logits_all_rows * g->c.n_vocab * 4 : 0) : 0;
-    if (g && g->persist) snprintf(info->decode, sizeof info->decode, "persistent kernel, %d blocks", g->pk_grid);
+    if (g && g->persist) snprintf(info->decode, sizeof info->decode, "persistent kernel, %d blocks, %s", g->pk_grid, pk_fam_name[g->pk_fam]);
     else if (g) snprintf(info->decode, sizeof info->decode, "kernel graph (%s)", g->persist_why);
     if (g) {
         int nf = 0;

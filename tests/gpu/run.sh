@@ -103,7 +103,8 @@ if "$GEN" -q -o "$m" --preset tiny --type q8_0 --seed 4 > /dev/null 2>&1; then
     rm -f "$m"
 fi
 
-# 3d. the persistent decode kernel (k_persist: Q4_K/Q6_K weights, heads of 128). It must be
+# 3d. the persistent decode kernel (k_persist: heads of 128, weights of one of its type
+# families: Q4_K + Q6_K, Q8_0, Q4_0 + Q6_K; one model each). It must be
 # the path decode takes for such a model, pass the strict thresholds on a prompt long enough
 # that decode attention spans several chunks, and on a shape with 16 query heads per KV head
 # (several attention items per head) and 8 experts used; the kernel graph it replaces stays
@@ -112,6 +113,7 @@ fi
 # dequantize + cuBLAS path checked.
 LONG="$PROMPT"; for i in 1 2 3 4 5 6 7 8; do LONG="$LONG $PROMPT"; done
 for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--preset tiny --type q6_k --seed 12" \
+            "pk-tiny-q8_0|--preset tiny --type q8_0 --seed 13" "pk-tiny-mix-q4_0|--preset tiny --mix q4_0 --seed 14" \
             "pk-g16-q4_k_m|--layers 2 --embd 512 --heads 16 --heads-kv 1 --head-dim 128 --experts 16 --experts-used 8 --ff 256 --mix q4_k_m --seed 5"; do
     name=${spec%%|*} m=$LOG/${spec%%|*}.gguf
     if ! "$GEN" -q -o "$m" ${spec#*|} > /dev/null 2>&1; then nok "gen_model $name"; continue; fi
