@@ -1626,9 +1626,10 @@ static DownKernel down2_kernel(int tt) {
  *   E  RMSNorm + router logits (partials per 256 columns)
  *   F  top-k (every block, the same), gate+up+SwiGLU of the K experts
  *   G  down of the K experts, weighted, + residual (warp per output row: fixed order)
- * and after the last layer, H: RMSNorm + the output head + argmax (Q4_K or Q6_K heads).
- * It serves Q4_K and Q6_K weights (the Q4_K_M mix) with int8 activations and heads of 128
- * (all Qwen3-MoE models); anything else takes the per-kernel graph.
+ * and after the last layer, H: RMSNorm + the output head + argmax (a head of the family's types).
+ * It serves the weights of llama.cpp's Q4_K_M, Q8_0 and Q4_0 mixes, one instantiation per
+ * type family (PK_FAM0..2), with int8 activations and heads of 128 (all Qwen3-MoE models);
+ * anything else takes the per-kernel graph.
  * ==================================================================== */
 #define PK_WARPS 16
 #define PK_THREADS (PK_WARPS * WARP)
