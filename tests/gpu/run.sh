@@ -138,6 +138,19 @@ for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--p
     rm -f "$m"
 done
 
+# 3e. prefill with the two expert paths in one model: layer 0's experts on k_expert_gemm
+# (routed on the device), layer 1's F16 experts through the host-routed f16 + cuBLAS path;
+# the routers' choices of both are recorded for --parity's expert-set comparison
+m=$LOG/mixed-moe.gguf
+if "$GEN" -q -o "$m" --preset tiny --type q4_k --tensor-type 'blk\.1\.ffn_(gate|up|down)_exps=f16' --seed 15 > /dev/null 2>&1; then
+    "$Q" -m "$m" --parity --raw -p "$LONG" -n 8 > "$LOG/mixed-moe.parity.log" 2>&1; rc=$?
+    pf=$(sed -n 's/^  GPU prefill *//p' "$LOG/mixed-moe.parity.log")
+    if [ "$rc" -eq 0 ] && [ "$pf" = "expert GEMM on quantized weights in 1 of 2 layers, f16 + cuBLAS in the rest" ]; then
+        ok "parity with layer 0 on the expert GEMM and layer 1 (F16 experts) on f16 + cuBLAS: $(grep -E 'mean cosine|expert sets' "$LOG/mixed-moe.parity.log" | tr -s ' ' | cut -c1-60 | tr '\n' ';')"
+    else nok "parity on a model with both prefill expert paths (exit $rc, prefill: ${pf:-?})"; grep -E "FAIL|DIFFERS|rror" "$LOG/mixed-moe.parity.log" | head -5; fi
+    rm -f "$m"
+else nok "gen_model mixed-moe"; fi
+
 # 3c. a KV cache that cannot fit: refused before any upload, naming what it needs and -c
 m=$LOG/vram.gguf
 if "$GEN" -q -o "$m" --preset tiny --layers 8 --heads 8 --heads-kv 8 --type q4_0 --seed 2 > /dev/null 2>&1; then
