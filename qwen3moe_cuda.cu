@@ -275,7 +275,8 @@ __global__ void k_dequant_f16(const uint8_t *__restrict__ w, int type, int ncols
 #define DQF_THREADS 256
 #define DQF_TILE (DQF_THREADS * 8)
 #define DQF_SMEM (DQF_TILE / 32 * 34 + 32)   /* the largest tile: 64 Q8_0 blocks, plus alignment slack */
-template <int T, int QK, int BSZ>
+template <int T> struct QT;   /* the block geometry of each quant type: BLK elements in BS bytes (below) */
+template <int T, int QK = QT<T>::BLK, int BSZ = QT<T>::BS>
 __global__ void __launch_bounds__(DQF_THREADS) k_dequant_flat(const uint8_t *__restrict__ w, unsigned n, __half *__restrict__ out, unsigned seg,
                                                                size_t ostride) {
     __shared__ __align__(16) uint8_t sm[DQF_SMEM];
@@ -316,7 +317,6 @@ __global__ void __launch_bounds__(DQF_THREADS) k_dequant_flat(const uint8_t *__r
  * ==================================================================== */
 struct XPos { int p0, p1, g0, g1; };
 
-template <int T> struct QT;
 
 #define QT_32(TYPE)                                                                                  \
     static __device__ __forceinline__ bool xmap(int it, int lane, int nb, XPos &p) {                 \
@@ -611,11 +611,6 @@ __device__ __forceinline__ void rows_dq(int type, const uint8_t *w0, size_t rb, 
 #define QUANT_TYPES(X)                                                                                              \
     X(GGML_TYPE_Q4_0) X(GGML_TYPE_Q4_1) X(GGML_TYPE_Q5_0) X(GGML_TYPE_Q5_1) X(GGML_TYPE_Q8_0) X(GGML_TYPE_IQ4_NL) \
     X(GGML_TYPE_IQ4_XS) X(GGML_TYPE_Q2_K) X(GGML_TYPE_Q3_K) X(GGML_TYPE_Q4_K) X(GGML_TYPE_Q5_K) X(GGML_TYPE_Q6_K)
-/* the same types with their block geometry: elements per block, bytes per block */
-#define QUANT_BLOCKS(X)                                                                                                 \
-    X(GGML_TYPE_Q4_0, 32, 18) X(GGML_TYPE_Q4_1, 32, 20) X(GGML_TYPE_Q5_0, 32, 22) X(GGML_TYPE_Q5_1, 32, 24)             \
-    X(GGML_TYPE_Q8_0, 32, 34) X(GGML_TYPE_IQ4_NL, 32, 18) X(GGML_TYPE_IQ4_XS, 256, 136) X(GGML_TYPE_Q2_K, 256, 84)      \
-    X(GGML_TYPE_Q3_K, 256, 110) X(GGML_TYPE_Q4_K, 256, 144) X(GGML_TYPE_Q5_K, 256, 176) X(GGML_TYPE_Q6_K, 256, 210)
 
 template <int R>
 __device__ __forceinline__ void rows_any(int type, const uint8_t *w0, size_t rb, int nvalid, int ncols, const float *xf, const int8_t *xq,
@@ -1644,6 +1639,11 @@ static DownKernel down2_kernel(int tt) {
 #define PK_FAM1(X) X(GGML_TYPE_Q8_0)                     /* Q8_0 */
 #define PK_FAM2(X) X(GGML_TYPE_Q4_0) X(GGML_TYPE_Q6_K)   /* Q4_0 (its output is Q6_K) */
 #define PK_NFAM 3
+/* a switch over the types of family FAM (a constant), CASE(T) for each */
+#define PK_FAM_SWITCH(FAM, type, CASE)                                           \
+    if constexpr (FAM == 0) { switch (type) { PK_FAM0(CASE) default: break; } }      \
+    else if constexpr (FAM == 1) { switch (type) { PK_FAM1(CASE) default: break; } } \
+    else { switch (type) { PK_FAM2(CASE) default: break; } }
 static const char *const pk_fam_name[PK_NFAM] = {"Q4_K + Q6_K", "Q8_0", "Q4_0 + Q6_K"};
 __host__ __device__ constexpr bool pk_serves(int fam, int t) {
 #define PK_IS(T) t == T ||
@@ -1735,9 +1735,9 @@ template <> struct QW<GGML_TYPE_Q4_K> {
                dm.y * ((float)(int)(mp & 0xFF) * v.d0 * (float)v.s0 + (float)(int)(mp >> 8 & 0xFF) * v.d1 * (float)v.s1);
     }
 };
-/* 8 bytes at a 2-byte aligned shared-memory address (Q6_K blocks are 210 bytes): two
- * funnel shifts over the aligned words (one past the end may be read: rows are staged
- * with slack) */
+/* 8 bytes at any shared-memory address (Q6_K's 210-byte blocks, Q8_0's 34, Q4_0's 18 leave
+ * them unaligned): two funnel shifts over the aligned words (one past the end may be read:
+ * rows are staged with slack) */
 __device__ __forceinline__ uint2 ld8_a2(const uint8_t *p) {
     const uint32_t *w = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
     const uint32_t sh = ((uint32_t)(uintptr_t)p & 3u) * 8u;
@@ -1871,9 +1871,7 @@ template <int FAM, int R, bool PX>
 __device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd,
                                         int xstr, float *res, uint8_t *buf, bool pre = false) {
 #define PK_CASE(T) case T: rows_qp<T, R, PX>(wp, ok, rb, ncols, xq, xd, xstr, res, buf, PK_WB / R, pre); break;
-    if constexpr (FAM == 0) { switch (type) { PK_FAM0(PK_CASE) default: break; } }
-    else if constexpr (FAM == 1) { switch (type) { PK_FAM1(PK_CASE) default: break; } }
-    else { switch (type) { PK_FAM2(PK_CASE) default: break; } }
+    PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
 }
 /* Issue (and commit) the first chunk of pk_rows<R>'s copies, e.g. before a barrier wait:
@@ -1882,9 +1880,7 @@ template <int FAM, int R>
 __device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, unsigned ok, size_t rb, uint8_t *buf) {
     int sb = 0;
 #define PK_CASE(T) case T: sb = stage_sb<T>(); break;
-    if constexpr (FAM == 0) { switch (type) { PK_FAM0(PK_CASE) default: break; } }
-    else if constexpr (FAM == 1) { switch (type) { PK_FAM1(PK_CASE) default: break; } }
-    else { switch (type) { PK_FAM2(PK_CASE) default: break; } }
+    PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
     if (sb) rows_issue_p<R>(wp, ok, 0, min((size_t)stage_ipc<5>(sb, PK_WB / R) * sb, rb), buf, PK_WB / R);
     cp_async_commit();
@@ -2286,9 +2282,6 @@ template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(co
 #undef PK_SYNC
 }
 
-/* the staged kernels may use more than 48 KB of dynamic shared memory; and all of the
- * SM's unified memory as shared memory: otherwise the driver may pick a 64 KB carveout
- * and fit one down block per SM (seen with ncu), i.e. two waves */
 /* ======================================================================
  * Expert GEMM on quantized weights (prefill): for every work item (expert e, up to
  * MG_BN of its slot rows) C[slot][col + r] = W_e[r] . X[slot], one launch per weight
@@ -2307,14 +2300,8 @@ template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(co
 #define MG_LD (MG_BK + 8)   /* f16 tile pitch: +16 bytes puts the 8 rows of a fragment load in different banks */
 #define MG_THREADS 256      /* 8 warps, each the whole 64 x 32 tile over its 32 columns of the step (split K) */
 #define MG_RAW 288          /* staged bytes per row and step: Q8_0's 272 and a 16-byte piece of alignment slack */
-#define MG_SMEM ((MG_BM * MG_LD + 2 * MG_BN * MG_LD) * 2 + 2 * MG_BM * MG_RAW)
+#define MG_SMEM ((MG_BM * MG_LD + 2 * MG_BN * MG_LD) * 2 + 2 * MG_BM * MG_RAW + 16)   /* + the word ld8_a2 may read past the last row */
 
-/* 4 bytes of shared memory at any alignment (the 210-, 34- and 18-byte blocks leave words unaligned) */
-__device__ __forceinline__ uint32_t lds32u(const uint8_t *p) {
-    const uintptr_t a = (uintptr_t)p;
-    const uint32_t *w = (const uint32_t *)(a & ~(uintptr_t)3);
-    return __funnelshift_r(w[0], w[1], 8 * (unsigned)(a & 3));
-}
 /* the 4 bytes of x as halves 1024 + byte (exact: f16 steps by 1 in [1024, 2048)), in order */
 __device__ __forceinline__ void bytes_h2(uint32_t x, __half2 &lo, __half2 &hi) {
     const uint32_t a = __byte_perm(x, 0x64646464u, 0x5140), b = __byte_perm(x, 0x64646464u, 0x5342);
@@ -2378,16 +2365,18 @@ template <int T> struct Sub32 {
                 x[0] = (v.x >> sh) & 0x0F0F0F0Fu;
                 x[1] = (v.y >> sh) & 0x0F0F0F0Fu;
             } else if constexpr (T == GGML_TYPE_Q6_K) {
-#pragma unroll
-                for (int w = 0; w < 2; w++)
-                    x[w] = ((lds32u(q + 8 * c + 4 * w) >> (4 * (sh >> 1))) & 0x0F0F0F0Fu) | (((lds32u(qh + 8 * c + 4 * w) >> (2 * sh)) & 0x03030303u) << 4);
+                const uint2 lo = ld8_a2(q + 8 * c), hi = ld8_a2(qh + 8 * c);
+                x[0] = ((lo.x >> (4 * (sh >> 1))) & 0x0F0F0F0Fu) | (((hi.x >> (2 * sh)) & 0x03030303u) << 4);
+                x[1] = ((lo.y >> (4 * (sh >> 1))) & 0x0F0F0F0Fu) | (((hi.y >> (2 * sh)) & 0x03030303u) << 4);
                 if (c >= 2) dc = d1;
             } else if constexpr (T == GGML_TYPE_Q8_0) {
-                x[0] = lds32u(q + 2 + 8 * c) ^ 0x80808080u;
-                x[1] = lds32u(q + 6 + 8 * c) ^ 0x80808080u;
+                const uint2 v = ld8_a2(q + 2 + 8 * c);
+                x[0] = v.x ^ 0x80808080u;
+                x[1] = v.y ^ 0x80808080u;
             } else {   /* Q4_0: a block's low nibbles are elements 0..15, high ones 16..31 */
-                x[0] = (lds32u(q + 2 + 8 * (c & 1)) >> (4 * (c >> 1))) & 0x0F0F0F0Fu;
-                x[1] = (lds32u(q + 6 + 8 * (c & 1)) >> (4 * (c >> 1))) & 0x0F0F0F0Fu;
+                const uint2 v = ld8_a2(q + 2 + 8 * (c & 1));
+                x[0] = (v.x >> (4 * (c >> 1))) & 0x0F0F0F0Fu;
+                x[1] = (v.y >> (4 * (c >> 1))) & 0x0F0F0F0Fu;
             }
 #pragma unroll
             for (int w = 0; w < 2; w++) {
@@ -2400,7 +2389,7 @@ template <int T> struct Sub32 {
     }
 };
 
-template <int T, int QK, int BSZ>
+template <int T>
 __global__ void __launch_bounds__(MG_THREADS, 2) k_expert_gemm(const uint8_t *__restrict__ w0, const uint8_t *__restrict__ w1, size_t estride, size_t rb,
                                                             int M, int Kd, const int4 *__restrict__ items, const int *__restrict__ nitems,
                                                             const __half *__restrict__ X, int ldx, float *__restrict__ C, int ldc, int col1) {
@@ -2413,7 +2402,7 @@ __global__ void __launch_bounds__(MG_THREADS, 2) k_expert_gemm(const uint8_t *__
     const int4 it = items[blockIdx.y];                     /* expert, first slot row, rows */
     const int slot = it.y, nt = it.z, r0 = blockIdx.x * MG_BM, rows = min(MG_BM, M - r0);
     const uint8_t *w = (blockIdx.z ? w1 : w0) + (size_t)it.x * estride + (size_t)r0 * rb;
-    const int cb = MG_BK / QK * BSZ, npc = (cb + 15) / 16 + 1;   /* a row's quant bytes per step; 16-byte pieces from the aligned-down start */
+    const int cb = stage_sb<T>(), npc = (cb + 15) / 16 + 1;   /* a row's quant bytes per step; 16-byte pieces from the aligned-down start */
     const int tid = threadIdx.x, warp = tid / 32, nk = Kd / MG_BK;
     /* (the weight arena ends in slack, so a row's last piece may read past the row) */
     auto stage = [&](int kc, int buf) {
@@ -2575,6 +2564,9 @@ __global__ void __launch_bounds__(RTE_WARPS * WARP) k_route(const int *__restric
 }
 static size_t route_smem(int ne) { return ((size_t)RTE_WARPS + 1) * ne * sizeof(int); }
 
+/* the staged kernels may use more than 48 KB of dynamic shared memory; and all of the
+ * SM's unified memory as shared memory: otherwise the driver may pick a 64 KB carveout
+ * and fit one down block per SM (seen with ncu), i.e. two waves */
 template <class K> static cudaError_t smem_attrs(K k) {
     cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
     if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
@@ -2593,8 +2585,8 @@ static cudaError_t set_smem_attrs() {
         if (e == cudaSuccess) e = smem_attrs(down2_kernel(tt));
     }
     if (e == cudaSuccess) e = smem_attrs(k_route);
-#define MG_ATTR(T, QK, BSZ) if (e == cudaSuccess) e = smem_attrs(k_expert_gemm<T, QK, BSZ>);
-    QUANT_BLOCKS(MG_ATTR)
+#define MG_ATTR(T) if (e == cudaSuccess) e = smem_attrs(k_expert_gemm<T>);
+    QUANT_TYPES(MG_ATTR)
 #undef MG_ATTR
     return e;
 }
@@ -2664,7 +2656,6 @@ __global__ void k_moe_combine(const float *__restrict__ dout, int E, const int *
         x[(size_t)i * E + e] += s;
     }
 }
-
 
 /* ======================================================================
  * Host side
@@ -3228,8 +3219,8 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
 }
 
 static bool expert_gemm_serves(const DT &w) {
-#define MG_SERVES(T, QK, BSZ) case T:
-    switch (w.type) { QUANT_BLOCKS(MG_SERVES) return w.ncols % MG_BK == 0; default: return false; }
+#define MG_SERVES(T) case T:
+    switch (w.type) { QUANT_TYPES(MG_SERVES) return w.ncols % MG_BK == 0; default: return false; }
 #undef MG_SERVES
 }
 /* whether prefill multiplies this layer's experts with k_expert_gemm */
@@ -3486,10 +3477,10 @@ static bool dequant_flat(const uint8_t *w, int type, long ncols, long nr, __half
     const long n = ncols * nr;
     if (ld != ncols || ncols % 32 || ((uintptr_t)out & 15) || n <= 0 || n >= (1l << 31) || seg % 8 || ostride % 8) return false;
     const unsigned grid = (unsigned)((n + DQF_TILE - 1) / DQF_TILE);
-#define DQF_CASE(T, QK, BSZ) \
-    case T: if (ncols % QK) return false; k_dequant_flat<T, QK, BSZ><<<grid, DQF_THREADS, 0, st>>>(w, (unsigned)n, out, (unsigned)seg, (size_t)ostride); return true;
+#define DQF_CASE(T) \
+    case T: if (ncols % QT<T>::BLK) return false; k_dequant_flat<T><<<grid, DQF_THREADS, 0, st>>>(w, (unsigned)n, out, (unsigned)seg, (size_t)ostride); return true;
     switch (type) {
-    QUANT_BLOCKS(DQF_CASE)
+    QUANT_TYPES(DQF_CASE)
     default: return false;
     }
 #undef DQF_CASE
@@ -3528,13 +3519,12 @@ static bool expert_gemm(const DT &w0, const DT *w1, int M, const int4 *items, co
     if (!expert_gemm_serves(w0) || (w1 && w1->type != w0.type) || max_items <= 0) return false;
     const dim3 grid(cdiv(M, MG_BM), max_items, w1 ? 2 : 1);
     const size_t es = (size_t)M * w0.rb;
-#define MG_CASE(T, QK, BSZ)                                                                                                               \
-    case T:                                                                                                                               \
-        k_expert_gemm<T, QK, BSZ><<<grid, MG_THREADS, MG_SMEM, st>>>(w0.p, w1 ? w1->p : w0.p, es, w0.rb, M, w0.ncols, items, nitems, X, ldx, C, \
-                                                                     ldc, col1);                                                      \
+#define MG_CASE(T)                                                                                                                 \
+    case T:                                                                                                                        \
+        k_expert_gemm<T><<<grid, MG_THREADS, MG_SMEM, st>>>(w0.p, w1 ? w1->p : w0.p, es, w0.rb, M, w0.ncols, items, nitems, X, ldx, C, ldc, col1); \
         return true;
     switch (w0.type) {
-    QUANT_BLOCKS(MG_CASE)
+    QUANT_TYPES(MG_CASE)
     default: return false;
     }
 #undef MG_CASE
