@@ -668,14 +668,19 @@ static inline int stage_cap(size_t rb) { return (int)std::min((size_t)STAGE_CAP_
  * rows of each part. The copies carry no registers, so a kernel can issue them for
  * weights (never written) before its grid dependency wait and let them land meanwhile. */
 /* n bytes from gp (ok: else nothing) into dst, from the 16-byte boundary below gp, by the
- * warp. ROLLED keeps the loop rolled (the persistent kernel's code size). */
-template <bool ROLLED = false>
+ * warp. EVICT_FIRST (the persistent kernel's weight rows, see rows_issue_p): the loop kept
+ * rolled for code size, and the lines marked to leave L2 first. */
+template <bool EVICT_FIRST = false>
 __device__ __forceinline__ void row_issue16(const uint8_t *gp, size_t n, uint8_t *dst, bool ok) {
     const uint8_t *base = (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15);
     const int nv = ok ? ((int)(gp - base) + (int)n + 15) / 16 : 0;
-    if (ROLLED) {
+    if (EVICT_FIRST) {
+        uint64_t pol;
+        asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+        const unsigned sa = (unsigned)__cvta_generic_to_shared(dst);
 #pragma unroll 1
-        for (int k = threadIdx.x % WARP; k < nv; k += WARP) cp_async16(dst + 16 * k, base + 16 * k);
+        for (int k = threadIdx.x % WARP; k < nv; k += WARP)
+            asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(sa + 16 * k), "l"(base + 16 * k), "l"(pol) : "memory");
     } else {
         for (int k = threadIdx.x % WARP; k < nv; k += WARP) cp_async16(dst + 16 * k, base + 16 * k);
     }
@@ -1653,6 +1658,7 @@ __host__ __device__ constexpr bool pk_serves(int fam, int t) {
 #define PK_CH 16                  /* positions per attention chunk at least (att_chunk keeps <= 64 chunks): one step of the 4 warps */
 #define PK_HB 4                   /* query heads per attention item: half of k_attn's, to stay in 128 registers */
 #define PK_PROF_MAXB 1024         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
+#define PK_PHASES 7               /* per layer, each ended by a grid barrier: A..G below */
 
 struct PLayer {
     const uint8_t *w[7];          /* q, k, v, o, gate, up, down */
@@ -1824,19 +1830,31 @@ template <> struct QW<GGML_TYPE_Q4_0> {
  * xq + r * xstr (and scales xd + r * xstr / 32). */
 /* The 16-byte copies of bytes [cb0, cb1) of the R rows into the warp's buffer (row r at
  * buf + r * cap, from the 16-byte boundary below its start). */
-template <int R>
-__device__ __forceinline__ void rows_issue_p(const uint8_t *const *wp, unsigned ok, size_t cb0, size_t cb1, uint8_t *buf, int cap) {
-#pragma unroll
+/* Weight rows are read once per token (1.9 GB against 50 MB of L2): marked to be evicted
+ * first, they leave L2 to what is read again (the kernel's code, activations, partials,
+ * the KV cache). */
+__device__ __forceinline__ void rows_issue_p(const uint8_t *const *wp, int R, unsigned ok, size_t cb0, size_t cb1, uint8_t *buf, int cap) {
+#pragma unroll 1
     for (int r = 0; r < R; r++) row_issue16<true>(wp[r] + cb0, cb1 - cb0, buf + r * cap, (ok >> r) & 1);
+}
+__device__ __forceinline__ void warp_sum2(float &a, float &b) {   /* two independent reductions, interleaved */
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) {
+        a += __shfl_xor_sync(0xffffffffu, a, o);
+        b += __shfl_xor_sync(0xffffffffu, b, o);
+    }
 }
 /* pre: the first chunk's copies were issued already (pk_issue, the same arguments).
  * T: a type with a wide dot (QW<T>::OK). Row r's total goes to res[r] (the warp's
- * shared slots; read them after __syncwarp). Rows are a rolled loop (two at a time) and
- * each a single dot in the code: the persistent kernel must stay small for the
- * instruction cache, which a fully unrolled R x dot per phase and type overflowed. */
-template <int T, int R, bool PX>
-__device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd, int xstr,
-                                        float *res, uint8_t *buf, int cap, bool pre) {
+ * shared slots; read them after __syncwarp). xstr != 0: row r has its own x at
+ * xq + r * xstr (scales xd + r * xstr / 32). Rows go two at a time (one x load for both
+ * when they share it, two independent sums) in a rolled loop: the persistent kernel must
+ * stay small for the instruction cache, which a fully unrolled R x dot per phase and type
+ * overflowed. (One non-inlined copy for all phases was smaller still, 150 KB against
+ * 230, but its calls spilled: 337 against 354 tok/s.) */
+template <int T>
+__device__ __forceinline__ void rows_qp(const uint8_t *const *wp, int R, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd, int xstr,
+                                      float *res, uint8_t *buf, int cap, bool pre) {
     const int lane = threadIdx.x % WARP, j = lane & 7;
     const int SB = stage_sb<T>(), niter = ncols / 256;
     const int ipc = stage_ipc<5>(SB, cap);
@@ -1844,25 +1862,32 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, s
     for (int it0 = 0; it0 < niter; it0 += ipc) {
         const int it1 = min(niter, it0 + ipc);
         const size_t cb0 = (size_t)it0 * SB, cb1 = min((size_t)it1 * SB, rb);
-        if (!(pre && it0 == 0)) rows_issue_p<R>(wp, ok, cb0, cb1, buf, cap);
+        if (!(pre && it0 == 0)) rows_issue_p(wp, R, ok, cb0, cb1, buf, cap);
         cp_async_wait_all();
         __syncwarp();
-#pragma unroll 2
-        for (int r = 0; r < R; r++) {
-            float acc = 0.f;
-            if ((ok >> r) & 1) {
-                const uint8_t *srow = buf + r * cap + (int)((uintptr_t)(wp[r] + cb0) & 15) - cb0;
-                const int8_t *xr = PX ? xq + r * xstr : xq;
-                const float *dr = PX ? xd + r * (xstr / 32) : xd;
 #pragma unroll 1
-                for (int it = it0 + lane / 8; it < it1; it += 4) {   /* superblock it per 8 lanes */
-                    typename QW<T>::X xv;
-                    QW<T>::x(xr, dr, it, j, xv);
-                    acc += QW<T>::dot(srow + it * stage_sb<T>(), j, xv);
-                }
+        for (int r = 0; r < R; r += 2) {
+            const bool ok0 = (ok >> r) & 1, ok1 = (ok >> (r + 1)) & 1;
+            const uint8_t *s0 = buf + r * cap + (int)((uintptr_t)(wp[r] + cb0) & 15) - cb0;
+            const uint8_t *s1 = ok1 ? buf + (r + 1) * cap + (int)((uintptr_t)(wp[r + 1] + cb0) & 15) - cb0 : s0;
+            /* a row's own x (xstr != 0): an invalid row reads row 0's instead, which exists
+             * (the loop stays free of branches around its loads; the result is dropped) */
+            const int8_t *x0 = xq + (ok0 ? r : 0) * xstr, *x1 = xq + (ok1 ? r + 1 : 0) * xstr;
+            const float *d0 = xd + (ok0 ? r : 0) * (xstr / 32), *d1 = xd + (ok1 ? r + 1 : 0) * (xstr / 32);
+            float a0 = 0.f, a1 = 0.f;
+#pragma unroll 1
+            for (int it = it0 + lane / 8; it < it1; it += 4) {   /* superblock it per 8 lanes */
+                typename QW<T>::X xv;
+                QW<T>::x(x0, d0, it, j, xv);
+                if (ok0) a0 += QW<T>::dot(s0 + it * SB, j, xv);
+                if (xstr) QW<T>::x(x1, d1, it, j, xv);
+                if (ok1) a1 += QW<T>::dot(s1 + it * SB, j, xv);
             }
-            acc = warp_sum(acc);
-            if (lane == 0) res[r] = (it0 ? res[r] : 0.f) + acc;
+            warp_sum2(a0, a1);
+            if (lane == 0) {
+                res[r] = (it0 ? res[r] : 0.f) + a0;
+                if (r + 1 < R) res[r + 1] = (it0 ? res[r + 1] : 0.f) + a1;
+            }
         }
         __syncwarp();
     }
@@ -1870,7 +1895,7 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, s
 template <int FAM, int R, bool PX>
 __device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd,
                                         int xstr, float *res, uint8_t *buf, bool pre = false) {
-#define PK_CASE(T) case T: rows_qp<T, R, PX>(wp, ok, rb, ncols, xq, xd, xstr, res, buf, PK_WB / R, pre); break;
+#define PK_CASE(T) case T: rows_qp<T>(wp, R, ok, rb, ncols, xq, xd, PX ? xstr : 0, res, buf, PK_WB / R, pre); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
 }
@@ -1882,7 +1907,7 @@ __device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, uns
 #define PK_CASE(T) case T: sb = stage_sb<T>(); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
-    if (sb) rows_issue_p<R>(wp, ok, 0, min((size_t)stage_ipc<5>(sb, PK_WB / R) * sb, rb), buf, PK_WB / R);
+    if (sb) rows_issue_p(wp, R, ok, 0, min((size_t)stage_ipc<5>(sb, PK_WB / R) * sb, rb), buf, PK_WB / R);
     cp_async_commit();
 }
 
@@ -1893,11 +1918,20 @@ __device__ __forceinline__ unsigned long long gtimer() {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
 }
+/* The ordering the persistent kernel's flags need (stores before a counter's update are
+ * seen by whoever sees the update): acquire-release, not __threadfence's sequentially
+ * consistent fence, which also orders against every other SM's accesses. */
+__device__ __forceinline__ void pk_fence() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+/* QWEN3MOE_PERSIST_PROF: block 0's thread 0 stamps point i (< PK_MARKS) of layer l's step */
+#define PK_MARKS 8
+__device__ __forceinline__ void pk_mark(const PArgs &a, int l, int i) {
+    if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * (gridDim.x + 1) + (size_t)l * PK_MARKS + i] = gtimer();
+}
 __device__ __forceinline__ void pk_arrive(unsigned *bar, unsigned long long *prof) {
     __syncthreads();
     if (threadIdx.x == 0) {
         if (prof) prof[blockIdx.x] = gtimer();
-        __threadfence();
+        pk_fence();
         atomicAdd(bar, 1u);
     }
 }
@@ -1916,12 +1950,12 @@ __device__ __forceinline__ void pk_wait(const unsigned *bar, unsigned target) {
 __device__ __forceinline__ bool warp_completes(unsigned *cnt, unsigned n, unsigned total) {
     int done = 0;
     if (threadIdx.x % WARP == 0) {
-        __threadfence();
+        pk_fence();
         done = atomicAdd(cnt, n) + n == total;
         if (done) *cnt = 0u;
     }
     done = __shfl_sync(0xffffffffu, done, 0);
-    if (done) __threadfence();
+    if (done) pk_fence();
     return done;
 }
 
@@ -1987,8 +2021,9 @@ template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, c
     if (seg >= 0) pk_issue<FAM, 4>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], s.wb + (threadIdx.x / WARP) * PK_WB);
     else cp_async_commit();
 }
-template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int pos, int gw, int NW) {
+template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos, int gw, int NW) {
     pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
+    pk_mark(a, l, 6);
     const int lane = threadIdx.x % WARP;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     for (int g = gw; g < (a.qdim + 2 * a.kvdim) / 4; g += NW) {
@@ -1997,6 +2032,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
         const int seg = pk_qkv_rows(a, L, g, wp, row0);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
         pk_rows<FAM, 4, false>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], a.E, s.xs, s.xds, 0, res, buf, g == gw);
+        if (g == gw) pk_mark(a, l, 7);
         float *y = a.qkv + (seg == 0 ? 0 : seg == 1 ? a.qdim : a.qdim + a.kvdim) + row0;
         const int hh = (seg == 0 ? 0 : seg == 1 ? a.nh : a.nh + a.nkv) + row0 / PK_D;
         if (lane == 0)
@@ -2093,51 +2129,92 @@ __device__ void pk_router(const PArgs &a, const PLayer &L, const PSmem &s, int g
     }
 }
 
-/* F: top-k in every block (the same inputs, the same order: the same choice, which is
- * router_topk_sp's: softmax, descending probability, ties to the lower id), then gate
- * and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32); the warp that
- * completes a group of 32 outputs (a counter) quantizes it to int8 (hq, hd). */
-template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
-    const int lane = threadIdx.x % WARP, nsl = a.E / 256, t = threadIdx.x;
+/* F, first: the top-k in every block (the same inputs, the same order: the same choice,
+ * which is router_topk_sp's: softmax, descending probability, ties to the lower id), into
+ * s.sel / s.selw. Every warp works: each computes softmax_warp's max and sum itself (the
+ * same values), and an expert's rank among the others is counted in PK_RQ parts at once
+ * (a chain of ne dependent shared loads per thread was the top-k's longest step). The
+ * warp buffers are free here (F's rows are issued after it): probabilities and partial
+ * ranks live there. */
+#define PK_RQ 4
+__device__ void pk_topk(const PArgs &a, const PSmem &s, int l) {
+    const int lane = threadIdx.x % WARP, nsl = a.E / 256, t = threadIdx.x, ne = a.ne;
+    float *pr = (float *)s.wb;
+    int *rk = (int *)s.wb + (ne + 3) / 4 * 4;
     /* the logits: each thread sums one expert's partials (all loads in flight at once) */
     const int fon = __ldcg(a.force_on);
-    for (int e = t; e < a.ne; e += blockDim.x) {
+    for (int e = t; e < ne; e += blockDim.x) {
         float v[8];
 #pragma unroll
-        for (int sl = 0; sl < 8; sl++) v[sl] = sl < nsl ? __ldcg(a.rpart + (size_t)sl * a.ne + e) : 0.f;
+        for (int sl = 0; sl < 8; sl++) v[sl] = sl < nsl ? __ldcg(a.rpart + (size_t)sl * ne + e) : 0.f;
         float lg = 0.f;
-        for (int sl = 0; sl < nsl; sl++) lg += sl < 8 ? v[sl] : __ldcg(a.rpart + (size_t)sl * a.ne + e);
+        for (int sl = 0; sl < nsl; sl++) lg += sl < 8 ? v[sl] : __ldcg(a.rpart + (size_t)sl * ne + e);
         s.lg[e] = lg;
     }
-    if (t < a.K) { s.sel[t] = t % a.ne; s.selw[t] = 0.f; }   /* NaN logits rank nowhere: keep the ids in range */
+    if (t < a.K) { s.sel[t] = t % ne; s.selw[t] = 0.f; }   /* NaN logits rank nowhere: keep the ids in range */
     __syncthreads();
-    /* softmax (warp 0, as router_topk_sp), then every expert's rank among the probabilities
-     * (ties to the lower id) in parallel: rank < K is chosen, at that place */
-    if (t < WARP) softmax_warp(s.lg, a.ne);
+    pk_mark(a, l, 0);
+    float mx = -INFINITY, sum = 0.f;
+    for (int e = lane; e < ne; e += WARP) mx = fmaxf(mx, s.lg[e]);
+    mx = warp_max(mx);
+    for (int e = lane; e < ne; e += WARP) sum += expf(s.lg[e] - mx);
+    sum = warp_sum(sum);
+    for (int e = t; e < ne; e += blockDim.x) pr[e] = expf(s.lg[e] - mx) / sum;
     __syncthreads();
-    for (int e = t; e < a.ne; e += blockDim.x) {
-        const float p = s.lg[e];
-        int rank = 0;
-        for (int o = 0; o < a.ne; o++) {
-            const float q = s.lg[o];
-            rank += q > p || (q == p && o < e);
+    pk_mark(a, l, 1);
+    for (int i = t; i < ne * PK_RQ; i += blockDim.x) {
+        const int e = i % ne, q = i / ne, o0 = q * ne / PK_RQ, o1 = (q + 1) * ne / PK_RQ;
+        const float p = pr[e];
+        int n = 0;
+        if (ne % (4 * PK_RQ) == 0) {   /* 16-byte broadcast loads, all in flight at once */
+            const float4 *p4 = (const float4 *)(pr + o0);
+#pragma unroll 8
+            for (int o = 0; o < (o1 - o0) / 4; o++) {
+                const float4 v = p4[o];
+                const int b = o0 + 4 * o;
+                n += (v.x > p || (v.x == p && b < e)) + (v.y > p || (v.y == p && b + 1 < e)) + (v.z > p || (v.z == p && b + 2 < e)) +
+                     (v.w > p || (v.w == p && b + 3 < e));
+            }
+        } else {
+            for (int o = o0; o < o1; o++) {
+                const float v = pr[o];
+                n += v > p || (v == p && o < e);
+            }
         }
+        rk[i] = n;
+    }
+    __syncthreads();
+    for (int e = t; e < ne; e += blockDim.x) {
+        int rank = 0;
+        for (int q = 0; q < PK_RQ; q++) rank += rk[q * ne + e];
         if (rank < a.K) {
             s.sel[rank] = e;
-            s.selw[rank] = p;
-            if (blockIdx.x == 0) { a.rec[(size_t)l * a.K + rank] = e; a.recp[(size_t)l * a.K + rank] = p; }
+            s.selw[rank] = pr[e];
+            if (blockIdx.x == 0) { a.rec[(size_t)l * a.K + rank] = e; a.recp[(size_t)l * a.K + rank] = pr[e]; }
         }
     }
     __syncthreads();
-    if (t == 0) {   /* --parity's forced experts, weighted by this router; renormalized */
-        if (fon)
-            for (int k = 0; k < a.K; k++) { s.sel[k] = a.force[(size_t)l * a.K + k]; s.selw[k] = s.lg[s.sel[k]]; }
-        float w = 0.f;
-        for (int k = 0; k < a.K; k++) w += s.selw[k];
-        for (int k = 0; k < a.K; k++) s.selw[k] /= w;
+    pk_mark(a, l, 2);
+    /* renormalized (--parity's forced experts weighted by this router): each of the K
+     * threads sums the K weights in order itself, then writes its own */
+    if (t < a.K) {
+        const int e = fon ? a.force[(size_t)l * a.K + t] : s.sel[t];
+        const float w = fon ? pr[e] : s.selw[t];
+        float tot = 0.f;
+        for (int k = 0; k < a.K; k++) tot += fon ? pr[a.force[(size_t)l * a.K + k]] : s.selw[k];
+        __syncwarp((1u << a.K) - 1u);
+        s.sel[t] = e;
+        s.selw[t] = w / tot;
     }
     __syncthreads();
-    if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * (gridDim.x + 1) + l] = gtimer();
+}
+
+/* F: gate and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32); the
+ * warp that completes a group of 32 outputs (a counter) quantizes it to int8 (hq, hd). */
+template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
+    const int lane = threadIdx.x % WARP;
+    pk_topk(a, s, l);
+    pk_mark(a, l, 3);
     const int F = L.F, ngo = (F + 3) / 4;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     for (int g = gw; g < a.K * ngo; g += NW) {
@@ -2151,12 +2228,14 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
         const unsigned m = (1u << nv) - 1u;
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
         pk_rows<FAM, 8, false>(L.t[PW_G], wp, m | (m << 4), L.rb[PW_G], a.E, s.xs, s.xds, 0, res, buf);
+        if (g == gw) pk_mark(a, l, 4);
         if (lane < nv) a.h[(size_t)k * a.Fpad + o0 + lane] = res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane];
         /* the warp completing a group of 32 outputs quantizes it for G (as the rope in A) */
         const int grp = k * (a.Fpad / 32) + o0 / 32;
         if (warp_completes(a.qcnt + grp, (unsigned)nv, 32u))
             warp_quant(__ldcg(a.h + (size_t)grp * 32 + lane), a.hq + (size_t)grp * 32, a.hd + grp);
     }
+    pk_mark(a, l, 5);
 }
 
 /* G: h (int8, F's tail) staged by every block, then per output row the K experts' down
@@ -2260,7 +2339,7 @@ template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(co
     pk_pre_qkv<FAM>(a, a.L[0], s, gw);
     for (int l = 0; l < a.nl; l++) {
         const PLayer &L = a.L[l];
-        pk_qkv<FAM>(a, L, s, pos, gw, NW);
+        pk_qkv<FAM>(a, L, s, l, pos, gw, NW);
         PK_SYNC(pk_pf_attn(a, L, pos));
         pk_attn(a, L, s, pos);
         PK_SYNC((void)0);
@@ -2810,7 +2889,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     CK(cudaMemcpy(g->d_pl, pl.data(), sizeof(PLayer) * c.n_layer, cudaMemcpyHostToDevice));
     CK(cudaMemset(g->pk_hcnt, 0, sizeof(unsigned) * (c.n_head + 2 * c.n_head_kv)));
     CK(cudaMemset(g->pk_qcnt, 0, sizeof(unsigned) * c.n_expert_used * (g->Fpad / 32)));
-    if (getenv("QWEN3MOE_PERSIST_PROF") && 7 * c.n_layer < PK_PROF_MAXB) {
+    if (getenv("QWEN3MOE_PERSIST_PROF") && PK_PHASES * c.n_layer < PK_PROF_MAXB && PK_MARKS * c.n_layer <= PK_PROF_MAXB) {
         const size_t n = (size_t)PK_PROF_MAXB * (g->pk_grid + 2);
         CK(cudaMalloc(&g->pk_prof, n * sizeof(unsigned long long)));
         CK(cudaMemset(g->pk_prof, 0, n * sizeof(unsigned long long)));
@@ -2957,28 +3036,39 @@ static void progress(size_t done, size_t total, int *last) {
  * long its slowest block took (from block 0 passing the barrier before), and how long the
  * barrier took to pass once the slowest block had arrived. */
 static void persist_prof_report(GpuModel *g) {
-    const int G = g->pk_grid, NL = g->c.n_layer, nbar = 7 * NL - 1;
+    const int G = g->pk_grid, NL = g->c.n_layer, P = PK_PHASES, nbar = P * NL - 1;
     std::vector<unsigned long long> h((size_t)PK_PROF_MAXB * (G + 2));
     if (cudaMemcpy(h.data(), g->pk_prof, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost) != cudaSuccess) return;
     const unsigned long long *pass = h.data() + (size_t)PK_PROF_MAXB * G;   /* pass[0] = start, pass[b+1] = barrier b passed */
-    static const char *names[7] = {"A norm+qkv+rope", "B attention", "C combine", "D o-proj", "E norm+router", "F topk+gate/up", "G down"};
-    double work[7] = {0}, wait[7] = {0}, spread[7] = {0};
+    static const char *names[P] = {"A norm+qkv+rope", "B attention", "C combine", "D o-proj", "E norm+router", "F topk+gate/up", "G down"};
+    double work[P] = {0}, wait[P] = {0}, spread[P] = {0};
     for (int b = 0; b < nbar; b++) {
         unsigned long long mx = 0, mn = ~0ull;
         for (int i = 0; i < G; i++) { mx = std::max(mx, h[(size_t)b * G + i]); mn = std::min(mn, h[(size_t)b * G + i]); }
-        work[b % 7] += (double)(mx - pass[b]) / NL;
-        spread[b % 7] += (double)(mx - mn) / NL;
-        wait[b % 7] += (double)(pass[b + 1] - mx) / NL;
+        work[b % P] += (double)(mx - pass[b]) / NL;
+        spread[b % P] += (double)(mx - mn) / NL;
+        wait[b % P] += (double)(pass[b + 1] - mx) / NL;
     }
     fprintf(stderr, "persistent kernel, last step (us per layer): phase, slowest block, first-to-last arrival, barrier pass\n");
     double tot = 0;
-    for (int p = 0; p < 7; p++) {
+    for (int p = 0; p < P; p++) {
         fprintf(stderr, "  %-16s %7.2f %7.2f %7.2f\n", names[p], work[p] / 1e3, spread[p] / 1e3, wait[p] / 1e3);
         tot += work[p] + wait[p];
     }
-    double topk = 0;   /* F's top-k: block 0's mark after it */
-    for (int l = 0; l < NL; l++) topk += (double)(h[(size_t)PK_PROF_MAXB * (G + 1) + l] - pass[7 * l + 5]) / NL;
-    fprintf(stderr, "  (of F, the top-k in block 0: %.2f)\n", topk / 1e3);
+    /* block 0's thread 0 inside phases A and F (pk_mark), from the phase's barrier pass */
+    static const struct { int phase; const char *what; } mk[PK_MARKS] = {
+        {5, "F logits summed"}, {5, "F softmax"}, {5, "F ranks"}, {5, "F top-k done"}, {5, "F first rows"}, {5, "F done"},
+        {0, "A norm done"}, {0, "A first rows"}};
+    fprintf(stderr, "  block 0, thread 0 (us after the phase's start):");
+    for (int i = 0; i < PK_MARKS; i++) {
+        double t = 0;
+        for (int l = 0; l < NL; l++) {
+            const unsigned long long m = h[(size_t)PK_PROF_MAXB * (G + 1) + (size_t)l * PK_MARKS + i], p0 = pass[P * l + mk[i].phase];
+            t += m ? (double)(m - p0) / NL : 0.0;
+        }
+        fprintf(stderr, "%s %s %.2f", i ? ";" : "", mk[i].what, t / 1e3);
+    }
+    fprintf(stderr, "\n");
     fprintf(stderr, "  total %.1f us per layer, %.3f ms the step's layers\n", tot / 1e3, (double)(pass[nbar] - pass[0]) / 1e6);
 }
 
