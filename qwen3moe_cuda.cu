@@ -1653,6 +1653,7 @@ static DownKernel down2_kernel(int tt) {
 #define PK_D 128                  /* head_dim served */
 #define PK_WB 9728                /* staging bytes per warp (8 rows of 1,216: a 2048-wide Q4_K row each) */
 #define PK_MAXK 8
+#define PK_CAP(R) (PK_WB / (R) / 16 * 16)   /* staging bytes per row for R rows a warp (16-byte aligned rows) */
 /* The weight types it serves, by family: each family (the types of one of llama.cpp's mixes,
  * all with a wide dot, QW) gets its own instantiation, so no instance carries code for types
  * its model does not use: each more type in one kernel adds to code that must stay small
@@ -1674,7 +1675,7 @@ __host__ __device__ constexpr bool pk_serves(int fam, int t) {
 }
 #define PK_CH 16                  /* positions per attention chunk at least (att_chunk keeps <= 64 chunks): one step of the 4 warps */
 #define PK_HB 4                   /* query heads per attention item: half of k_attn's, to stay in 128 registers */
-#define PK_PROF_MAXB 1024         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
+#define PK_PROF_MAXB 2048         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
 #define PK_PHASES 7               /* per layer, each ended by a grid barrier: A..G below */
 
 struct PLayer {
@@ -1919,7 +1920,7 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, int R, unsigne
 template <int FAM, int R, bool PX>
 __device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd,
                                         int xstr, float *res, uint8_t *buf, bool pre = false, unsigned long long *stamp = nullptr) {
-#define PK_CASE(T) case T: rows_qp<T>(wp, R, ok, rb, ncols, xq, xd, PX ? xstr : 0, res, buf, PK_WB / R, pre, stamp); break;
+#define PK_CASE(T) case T: rows_qp<T>(wp, R, ok, rb, ncols, xq, xd, PX ? xstr : 0, res, buf, PK_CAP(R), pre, stamp); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
 }
@@ -1931,7 +1932,7 @@ __device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, uns
 #define PK_CASE(T) case T: sb = stage_sb<T>(); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
-    if (sb) rows_issue_p(wp, R, ok, 0, min((size_t)stage_ipc<5>(sb, PK_WB / R) * sb, rb), buf, PK_WB / R);
+    if (sb) rows_issue_p(wp, R, ok, 0, min((size_t)stage_ipc<5>(sb, PK_CAP(R)) * sb, rb), buf, PK_CAP(R));
     cp_async_commit();
 }
 
@@ -3082,18 +3083,21 @@ static void persist_prof_report(GpuModel *g) {
         fprintf(stderr, "  %-16s %7.2f %7.2f %7.2f\n", names[p], work[p] / 1e3, spread[p] / 1e3, wait[p] / 1e3);
         tot += work[p] + wait[p];
     }
-    /* block 0's thread 0 inside phases A and F (pk_mark), from the phase's barrier pass */
-    static const struct { int phase; const char *what; } mk[PK_MARKS] = {
-        {5, "F logits summed"}, {5, "F softmax"}, {5, "F ranks"}, {5, "F top-k done"}, {5, "F first rows"}, {5, "F done"},
-        {0, "A norm done"}, {0, "A first rows"}, {5, "F rows issued"}, {5, "F rows landed"}, {0, "A (rows issued)"}, {0, "A rows landed"}};
-    fprintf(stderr, "  block 0, thread 0 (us after the phase's start):");
-    for (int i = 0; i < PK_MARKS; i++) {
+    /* block 0's thread 0 inside phases A and F (pk_mark and rows_qp's stamps for warp 0's
+     * first group), in the order they happen, from the phase's barrier pass; mark 10 (A's
+     * "issue") is not shown: A's first rows were issued before the barrier */
+    static const struct { int mark, phase; const char *what; } mk[] = {
+        {6, 0, "A: norm"}, {11, 0, "rows landed"}, {7, 0, "first rows"},
+        {0, 5, "F: logits"}, {1, 5, "softmax"}, {2, 5, "ranks"}, {3, 5, "top-k"}, {8, 5, "rows issued"}, {9, 5, "rows landed"},
+        {4, 5, "first rows"}, {5, 5, "done"}};
+    fprintf(stderr, "  block 0, warp 0, us into the phase:");
+    for (const auto &k : mk) {
         double t = 0;
         for (int l = 0; l < NL; l++) {
-            const unsigned long long m = h[(size_t)PK_PROF_MAXB * (G + 1) + (size_t)l * PK_MARKS + i], p0 = pass[P * l + mk[i].phase];
+            const unsigned long long m = h[(size_t)PK_PROF_MAXB * (G + 1) + (size_t)l * PK_MARKS + k.mark], p0 = pass[P * l + k.phase];
             t += m ? (double)(m - p0) / NL : 0.0;
         }
-        fprintf(stderr, "%s %s %.2f", i ? ";" : "", mk[i].what, t / 1e3);
+        fprintf(stderr, "%s %s %.2f", k.mark == 0 ? "\n   " : k.mark == 6 ? "" : ",", k.what, t / 1e3);
     }
     fprintf(stderr, "\n");
     fprintf(stderr, "  total %.1f us per layer, %.3f ms the step's layers\n", tot / 1e3, (double)(pass[nbar] - pass[0]) / 1e6);
