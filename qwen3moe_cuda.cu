@@ -1103,6 +1103,32 @@ __device__ __forceinline__ int att_chunk(int ch, int pos0) { return max(ch, ((po
  * quarters all call it together, an idle one with active = false: it synchronizes with
  * __syncthreads); writes each head's partial (acc[D], max, sum) at pp + j * pstride. sm: (8 + 4 * D) * HB floats of shared scratch. q and
  * the cache are read past L1: in the persistent kernel other SMs wrote them. */
+/* N halves of a K or V row as floats, zeros when !ok (no load), read past L1: for N = 2, 4
+ * or 8 one 4-, 8- or 16-byte load (the row is N-aligned), else one load a half */
+template <int N>
+__device__ __forceinline__ void ld_halves(const __half *p, bool ok, float *f) {
+    if constexpr (N == 2 || N == 4 || N == 8) {
+        uint32_t w[N / 2];
+        if constexpr (N == 8) {
+            const uint4 v = ok ? __ldcg((const uint4 *)p) : make_uint4(0, 0, 0, 0);
+            w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
+        } else if constexpr (N == 4) {
+            const uint2 v = ok ? __ldcg((const uint2 *)p) : make_uint2(0, 0);
+            w[0] = v.x; w[1] = v.y;
+        } else {
+            w[0] = ok ? __ldcg((const unsigned *)p) : 0u;
+        }
+#pragma unroll
+        for (int i = 0; i < N / 2; i++) {
+            const float2 h = __half22float2(*(const __half2 *)&w[i]);
+            f[2 * i] = h.x;
+            f[2 * i + 1] = h.y;
+        }
+    } else {
+#pragma unroll
+        for (int d = 0; d < N; d++) f[d] = ok ? __half2float(__ushort_as_half(__ldcg((const unsigned short *)p + d))) : 0.f;
+    }
+}
 template <int DPL, int HB>
 __device__ __forceinline__ void attn_part(const float *q0, float scale, int nhb, const __half *kc, const __half *vc, int kvdim, int kvh, int t0, int t1,
                                           float *sm, float *pp, size_t pstride, bool active) {
@@ -1132,13 +1158,8 @@ __device__ __forceinline__ void attn_part(const float *q0, float scale, int nhb,
 #pragma unroll
         for (int u = 0; u < ATT_U; u++) {
             const int t = tb + 4 * u;
-            const unsigned short *kp = (const unsigned short *)(kc + (size_t)t * kvdim + kvh * D + lane * DPL);
-            const unsigned short *vp = (const unsigned short *)(vc + (size_t)t * kvdim + kvh * D + lane * DPL);
-#pragma unroll
-            for (int d = 0; d < DPL; d++) {
-                kf[u][d] = t < t1 ? __half2float(__ushort_as_half(__ldcg(kp + d))) : 0.f;
-                vf[u][d] = t < t1 ? __half2float(__ushort_as_half(__ldcg(vp + d))) : 0.f;
-            }
+            ld_halves<DPL>(kc + (size_t)t * kvdim + kvh * D + lane * DPL, t < t1, kf[u]);
+            ld_halves<DPL>(vc + (size_t)t * kvdim + kvh * D + lane * DPL, t < t1, vf[u]);
         }
 #pragma unroll
         for (int u = 0; u < ATT_U; u++)
