@@ -797,13 +797,16 @@ __device__ __forceinline__ void stage_x(const int8_t *xq, const float *xd, int n
 }
 __host__ __device__ static inline int xq_pad(int n) { return (n + 255) / 256 * 256; }   /* staged x bytes: whole 256-element steps */
 
+/* v as int8 in a group of 32 whose largest magnitude is amax (scale amax / 127) */
+__device__ __forceinline__ int8_t quant_q8(float v, float amax) {
+    const float s = amax / 127.f;
+    return (int8_t)max(-127, min(127, amax > 0.f ? __float2int_rn(v / s) : 0));
+}
 /* Quantize the 32 values of a warp (one per lane) to int8 with one f32 scale. */
 __device__ __forceinline__ void warp_quant(float v, int8_t *q, float *d) {
     const float amax = warp_max(fabsf(v));
-    const float s = amax / 127.f;
-    const int qi = amax > 0.f ? __float2int_rn(v / s) : 0;
-    q[threadIdx.x % WARP] = (int8_t)max(-127, min(127, qi));
-    if (threadIdx.x % WARP == 0) *d = s;
+    q[threadIdx.x % WARP] = quant_q8(v, amax);
+    if (threadIdx.x % WARP == 0) *d = amax / 127.f;
 }
 
 /* RMSNorm folded into its consumers: every block of a kernel that reads the normed
@@ -853,14 +856,8 @@ __device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *
             float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
 #pragma unroll
             for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-            const float sc = amax / 127.f;
-            const float f[4] = {v.x, v.y, v.z, v.w};
-            char4 q;
-            int8_t *qp = (int8_t *)&q;
-#pragma unroll
-            for (int k = 0; k < 4; k++) qp[k] = (int8_t)max(-127, min(127, amax > 0.f ? __float2int_rn(f[k] / sc) : 0));
-            ((char4 *)xs)[i] = q;
-            if ((i & 7) == 0) xds[i / 8] = sc;
+            ((char4 *)xs)[i] = make_char4(quant_q8(v.x, amax), quant_q8(v.y, amax), quant_q8(v.z, amax), quant_q8(v.w, amax));
+            if ((i & 7) == 0) xds[i / 8] = amax / 127.f;
         }
     } else {
         for (int g = warp; g < E / 32; g += nw) warp_quant(xsf[g * 32 + lane], xs + g * 32, xds + g);
@@ -1895,7 +1892,8 @@ __device__ __forceinline__ void warp_sum2(float &a, float &b) {   /* two indepen
  * when they share it, two independent sums) in a rolled loop: the persistent kernel must
  * stay small for the instruction cache, which a fully unrolled R x dot per phase and type
  * overflowed. (One non-inlined copy for all phases was smaller still, 150 KB against
- * 230, but its calls spilled: 337 against 354 tok/s.) */
+ * 230, but its calls spilled: 337 against 354 tok/s.) stamp (QWEN3MOE_PERSIST_PROF, else
+ * null): lane 0 writes the time its first copies were issued, and when they landed. */
 template <int T>
 __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, int R, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd, int xstr,
                                       float *res, uint8_t *buf, int cap, bool pre, unsigned long long *stamp) {
@@ -1960,8 +1958,8 @@ __device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, uns
 /* Split grid barrier: arrive, do something useful (prefetch), wait. The counter is zeroed
  * before each launch; barrier n completes when it reaches n * gridDim.x. */
 /* The ordering the persistent kernel's flags need (stores before a counter's update are
- * seen by whoever sees the update): acquire-release, not __threadfence's sequentially
- * consistent fence, which also orders against every other SM's accesses. */
+ * seen by whoever sees the update) is acquire-release: cheaper than __threadfence, a
+ * sequentially consistent fence, whose extra guarantee no flag here relies on. */
 __device__ __forceinline__ void pk_fence() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
 /* QWEN3MOE_PERSIST_PROF: block 0's thread 0 stamps point i (< PK_MARKS) of layer l's step */
 #define PK_MARKS 12
