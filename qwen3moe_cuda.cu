@@ -1094,12 +1094,6 @@ __global__ void k_qk_rope(float *qkv, int stride, int nh, int nkv, int D, const 
  * the query exit at once). k_attn and k_attn_combine must agree. */
 __device__ __forceinline__ int att_chunk(int ch, int pos0) { return max(ch, ((pos0 + 64) / 64 + 15) & ~15); }
 
-/* One attention work item: query heads h0.. h0+nhb-1 (q: their rows, already rotated,
- * head after head) against positions [t0, t1) of one KV head, by 4 warps (threads
- * threadIdx.x % 128: a k_attn block, or a quarter of a persistent-kernel block, whose
- * quarters all call it together, an idle one with active = false: it synchronizes with
- * __syncthreads); writes each head's partial (acc[D], max, sum) at pp + j * pstride. sm: (8 + 4 * D) * HB floats of shared scratch. q and
- * the cache are read past L1: in the persistent kernel other SMs wrote them. */
 /* N halves of a K or V row as floats, zeros when !ok (no load), read past L1: for N = 2, 4
  * or 8 one 4-, 8- or 16-byte load (the row is N-aligned), else one load a half */
 template <int N>
@@ -1126,6 +1120,12 @@ __device__ __forceinline__ void ld_halves(const __half *p, bool ok, float *f) {
         for (int d = 0; d < N; d++) f[d] = ok ? __half2float(__ushort_as_half(__ldcg((const unsigned short *)p + d))) : 0.f;
     }
 }
+/* One attention work item: query heads h0.. h0+nhb-1 (q: their rows, already rotated,
+ * head after head) against positions [t0, t1) of one KV head, by 4 warps (threads
+ * threadIdx.x % 128: a k_attn block, or a quarter of a persistent-kernel block, whose
+ * quarters all call it together, an idle one with active = false: it synchronizes with
+ * __syncthreads); writes each head's partial (acc[D], max, sum) at pp + j * pstride. sm: (8 + 4 * D) * HB floats of shared scratch. q and
+ * the cache are read past L1: in the persistent kernel other SMs wrote them. */
 template <int DPL, int HB>
 __device__ __forceinline__ void attn_part(const float *q0, float scale, int nhb, const __half *kc, const __half *vc, int kvdim, int kvh, int t0, int t1,
                                           float *sm, float *pp, size_t pstride, bool active) {
@@ -1861,14 +1861,11 @@ template <> struct QW<GGML_TYPE_Q4_0> {
     }
 };
 
-/* R rows given by pointers (row r valid when bit r of ok is set) against int8 x, staged
- * through the warp's buffer in chunks of cap bytes a row; PX: row r has its own x at
- * xq + r * xstr (and scales xd + r * xstr / 32). */
-/* The 16-byte copies of bytes [cb0, cb1) of the R rows into the warp's buffer (row r at
- * buf + r * cap, from the 16-byte boundary below its start). */
-/* Weight rows are read once per token (1.9 GB against 50 MB of L2): marked to be evicted
- * first, they leave L2 to what is read again (the kernel's code, activations, partials,
- * the KV cache). */
+/* The 16-byte copies of bytes [cb0, cb1) of R rows given by pointers (row r when bit r of
+ * ok is set) into the warp's buffer (row r at buf + r * cap, from the 16-byte boundary
+ * below its start). Weight rows are read once per token (1.9 GB against 50 MB of L2):
+ * marked to be evicted first, they leave L2 to what is read again (the kernel's code,
+ * activations, partials, the KV cache). */
 __device__ __forceinline__ void rows_issue_p(const uint8_t *const *wp, int R, unsigned ok, size_t cb0, size_t cb1, uint8_t *buf, int cap) {
 #pragma unroll 1
     for (int r = 0; r < R; r++) row_issue16<true>(wp[r] + cb0, cb1 - cb0, buf + r * cap, (ok >> r) & 1);
@@ -1936,10 +1933,10 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, int R, unsigne
         __syncwarp();
     }
 }
-template <int FAM, int R, bool PX>
+template <int FAM, int R>
 __device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd,
                                         int xstr, float *res, uint8_t *buf, bool pre = false, unsigned long long *stamp = nullptr) {
-#define PK_CASE(T) case T: rows_qp<T>(wp, R, ok, rb, ncols, xq, xd, PX ? xstr : 0, res, buf, PK_CAP(R), pre, stamp); break;
+#define PK_CASE(T) case T: rows_qp<T>(wp, R, ok, rb, ncols, xq, xd, xstr, res, buf, PK_CAP(R), pre, stamp); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
 }
@@ -1955,21 +1952,22 @@ __device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, uns
     cp_async_commit();
 }
 
-/* Split grid barrier: arrive, do something useful (prefetch), wait. The counter is zeroed
- * before each launch; barrier n completes when it reaches n * gridDim.x. */
 /* The ordering the persistent kernel's flags need (stores before a counter's update are
  * seen by whoever sees the update) is acquire-release: cheaper than __threadfence, a
  * sequentially consistent fence, whose extra guarantee no flag here relies on. */
 __device__ __forceinline__ void pk_fence() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
-/* QWEN3MOE_PERSIST_PROF: block 0's thread 0 stamps point i (< PK_MARKS) of layer l's step */
+/* QWEN3MOE_PERSIST_PROF: point i (< PK_MARKS) of layer l's step, stamped by block 0's
+ * first warp: pk_mark (thread 0), or rows_qp's stamps (marks i, i + 1) where pk_stamp
+ * gives it the slot (else null) */
 #define PK_MARKS 12
-__device__ __forceinline__ void pk_mark(const PArgs &a, int l, int i) {
-    if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * (gridDim.x + 1) + (size_t)l * PK_MARKS + i] = gtimer();
-}
-/* where rows_qp stamps its first copies' issue and landing (marks i, i + 1), or null */
 __device__ __forceinline__ unsigned long long *pk_stamp(const PArgs &a, int l, int i) {
     return a.prof && blockIdx.x == 0 && threadIdx.x < WARP ? a.prof + (size_t)PK_PROF_MAXB * (gridDim.x + 1) + (size_t)l * PK_MARKS + i : nullptr;
 }
+__device__ __forceinline__ void pk_mark(const PArgs &a, int l, int i) {
+    if (unsigned long long *p = pk_stamp(a, l, i); p && threadIdx.x == 0) *p = gtimer();
+}
+/* Split grid barrier: arrive, do something useful (prefetch), wait. The counter is zeroed
+ * before each launch; barrier n completes when it reaches n * gridDim.x. */
 __device__ __forceinline__ void pk_arrive(unsigned *bar, unsigned long long *prof) {
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -2074,7 +2072,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
         int row0;
         const int seg = pk_qkv_rows(a, L, g, wp, row0);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 4, false>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], a.E, s.xs, s.xds, 0, res, buf, g == gw, g == gw ? pk_stamp(a, l, 10) : nullptr);
+        pk_rows<FAM, 4>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], a.E, s.xs, s.xds, 0, res, buf, g == gw, g == gw ? pk_stamp(a, l, 10) : nullptr);
         if (g == gw) pk_mark(a, l, 7);
         float *y = a.qkv + (seg == 0 ? 0 : seg == 1 ? a.qdim : a.qdim + a.kvdim) + row0;
         const int hh = (seg == 0 ? 0 : seg == 1 ? a.nh : a.nh + a.nkv) + row0 / PK_D;
@@ -2141,7 +2139,7 @@ template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, con
         const uint8_t *wp[2];
         const unsigned ok = pk_o_rows(a, L, g, wp);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 2, false>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
+        pk_rows<FAM, 2>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
         if (lane == 0) {
             a.x[2 * g] = __ldcg(a.x + 2 * g) + res[0];
             if (ok & 2u) a.x[2 * g + 1] = __ldcg(a.x + 2 * g + 1) + res[1];
@@ -2274,7 +2272,7 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
         }
         const unsigned m = (1u << nv) - 1u;
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 8, false>(tg, wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, false, g == gw ? pk_stamp(a, l, 8) : nullptr);
+        pk_rows<FAM, 8>(tg, wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, false, g == gw ? pk_stamp(a, l, 8) : nullptr);
         if (g == gw) pk_mark(a, l, 4);
         if (lane < nv) a.h[(size_t)k * a.Fpad + o0 + lane] = res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane];
         /* the warp completing a group of 32 outputs quantizes it for G (as the rope in A) */
@@ -2307,7 +2305,7 @@ template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, cons
         const uint8_t *wp[PK_MAXK];
         pk_down_rows(a, L, s, row, wp);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, PK_MAXK, true>(L.t[PW_D], wp, ok, L.rb[PW_D], F, s.hs, s.hds, a.Fpad, res, buf, row == gw);
+        pk_rows<FAM, PK_MAXK>(L.t[PW_D], wp, ok, L.rb[PW_D], F, s.hs, s.hds, a.Fpad, res, buf, row == gw);
         if (lane == 0) {
             float tot = 0.f;
             for (int k = 0; k < a.K; k++) tot += s.selw[k] * res[k];
@@ -2340,7 +2338,7 @@ template <int FAM> __device__ void pk_head(const PArgs &a, const PSmem &s, int g
         const uint8_t *wp[8];
 #pragma unroll
         for (int r = 0; r < 8; r++) wp[r] = a.out_w + (size_t)min(row0 + r, a.nvocab - 1) * a.out_rb;
-        pk_rows<FAM, 8, false>(a.out_t, wp, g == gw ? 0xFFu : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
+        pk_rows<FAM, 8>(a.out_t, wp, g == gw ? 0xFFu : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
         const float v = lane < nv ? res[lane] : 0.f;
         if (lane < nv) a.logits[row0 + lane] = v;
         unsigned long long key = lane < nv && v == v ? argmax_key(v, row0 + lane) : 0ull;
