@@ -1781,7 +1781,7 @@ template <> struct QW<GGML_TYPE_Q4_K> {
  * them unaligned): two funnel shifts over the aligned words (one past the end may be read:
  * rows are staged with slack) */
 __device__ __forceinline__ uint2 ld8_a2(const uint8_t *p) {
-    const uint32_t *w = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+    const uint32_t *w = (const uint32_t *)(p - ((uintptr_t)p & 3));   /* by an offset, not a cast from an integer: the compiler keeps knowing p is shared memory (LDS, not generic LD) */
     const uint32_t sh = ((uint32_t)(uintptr_t)p & 3u) * 8u;
     const uint32_t a = w[0], b = w[1], c = w[2];
     return make_uint2(__funnelshift_r(a, b, sh), __funnelshift_r(b, c, sh));
@@ -1977,7 +1977,7 @@ __device__ __forceinline__ void pk_arrive(unsigned *bar, unsigned long long *pro
     }
 }
 __device__ __forceinline__ void pk_wait(const unsigned *bar, unsigned target) {
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == PK_THREADS - WARP) {   /* the last warp polls: it has the fewest rows to issue between arrive and wait */
         unsigned v;
         do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(bar) : "memory");
         while (v < target);
@@ -2367,7 +2367,7 @@ template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(co
         s.sel = (int *)p; p += 4 * PK_MAXK;
         s.selw = (float *)p; p += 4 * PK_MAXK;
         s.res = (float *)p; p += 4 * PK_WARPS * PK_MAXK;
-        s.wb = (uint8_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+        s.wb = p + (-(uintptr_t)p & 63);   /* aligned by an offset, not through an integer cast: the rows staged here stay known as shared memory, so their loads compile to LDS instead of generic loads */
     }
     /* a phase's groups go round the blocks first, so that every SM gets a share */
     const int gw = (threadIdx.x / WARP) * gridDim.x + blockIdx.x, NW = gridDim.x * PK_WARPS;
