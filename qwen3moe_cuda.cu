@@ -787,12 +787,27 @@ __device__ __forceinline__ void rows_any_s(int type, const uint8_t *w0, const ui
     }
 }
 
+/* The persistent kernel's int8 x in shared memory: 16 bytes of padding after every 64
+ * elements (xs_at), so that the 16-byte x loads of a quarter-warp (4 lanes a superblock,
+ * 64 elements a lane, two superblocks: offsets 64c + 256s apart, all in the same 4 banks
+ * otherwise) fall in 8 different bank groups. */
+__host__ __device__ __forceinline__ int xs_at(int e) { return e + ((e >> 6) << 4); }
+__host__ __device__ static inline size_t xs_bytes(size_t n) { return n + 16 * ((n + 63) / 64); }
+__device__ __forceinline__ int dp4a_sum(int v) { return __dp4a(v, 0x01010101, 0); }
+
 /* Copy x (int8, n bytes, n % 16 == 0 after padding) and its n/32 scales into shared
- * memory with the threads [t0, t0+nt). */
-__device__ __forceinline__ void stage_x(const int8_t *xq, const float *xd, int n, int8_t *xs, float *xds, int t, int nt) {
+ * memory with the threads [t0, t0+nt). pk (the persistent kernel's layout): x at
+ * xs_at(e), and per group of 32 a float2 in xd and xds: the scale, and the scale times the
+ * sum of the group's values (for the types whose dot subtracts a min or an offset;
+ * warp_quant2 wrote them). */
+__device__ __forceinline__ void stage_x(const int8_t *xq, const float *xd, int n, int8_t *xs, float *xds, int t, int nt, bool pk = false) {
     const int nv = n / 16;
-    for (int i = t; i < nv; i += nt) cp_async16(xs + 16 * i, xq + 16 * i);
-    for (int i = t; i < n / 32; i += nt) xds[i] = __ldcg(xd + i);   /* past L1: in the persistent kernel other SMs wrote it */
+    for (int i = t; i < nv; i += nt) cp_async16(xs + (pk ? xs_at(16 * i) : 16 * i), xq + 16 * i);
+    for (int i = t; i < n / 32; i += nt) {
+        /* past L1: in the persistent kernel other SMs wrote them */
+        if (pk) ((float2 *)xds)[i] = __ldcg((const float2 *)xd + i);
+        else xds[i] = __ldcg(xd + i);
+    }
     cp_async_wait_all();
 }
 __host__ __device__ static inline int xq_pad(int n) { return (n + 255) / 256 * 256; }   /* staged x bytes: whole 256-element steps */
@@ -807,6 +822,17 @@ __device__ __forceinline__ void warp_quant(float v, int8_t *q, float *d) {
     const float amax = warp_max(fabsf(v));
     q[threadIdx.x % WARP] = quant_q8(v, amax);
     if (threadIdx.x % WARP == 0) *d = amax / 127.f;
+}
+/* The same, for the persistent kernel: the scale and the scale times the sum of the 32
+ * int8 values (its dots' min / offset terms) as one float2. */
+__device__ __forceinline__ void warp_quant2(float v, int8_t *q, float2 *dm) {
+    const float amax = warp_max(fabsf(v));
+    const int8_t b = quant_q8(v, amax);
+    q[threadIdx.x % WARP] = b;
+    int sum = b;
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (threadIdx.x % WARP == 0) *dm = make_float2(amax / 127.f, amax / 127.f * (float)sum);
 }
 
 /* RMSNorm folded into its consumers: every block of a kernel that reads the normed
@@ -824,7 +850,8 @@ __device__ __forceinline__ void norm_stage_w(const float *w, int E, float *xsf) 
  * order of operations), and when xs is given its int8 copy with one scale per 32 (as
  * k_rmsnorm + k_quant would give). rows_pending: one more group of copies (weight rows)
  * was committed after step 1's and need not land yet. Ends with the block synchronized. */
-__device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending = false) {
+__device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending = false,
+                                       bool pk = false) {
     __shared__ float red[32];
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = blockDim.x / WARP;
     if (rows_pending) cp_async_wait_but_one();
@@ -856,11 +883,32 @@ __device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *
             float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
 #pragma unroll
             for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-            ((char4 *)xs)[i] = make_char4(quant_q8(v.x, amax), quant_q8(v.y, amax), quant_q8(v.z, amax), quant_q8(v.w, amax));
-            if ((i & 7) == 0) xds[i / 8] = amax / 127.f;
+            const char4 q = make_char4(quant_q8(v.x, amax), quant_q8(v.y, amax), quant_q8(v.z, amax), quant_q8(v.w, amax));
+            *(char4 *)(xs + (pk ? xs_at(4 * i) : 4 * i)) = q;
+            int sum = 0;
+            if (pk) {
+                sum = (int)q.x + q.y + q.z + q.w;
+#pragma unroll
+                for (int o = 1; o < 8; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            }
+            if ((i & 7) == 0) {
+                if (pk) ((float2 *)xds)[i / 8] = make_float2(amax / 127.f, amax / 127.f * (float)sum);
+                else xds[i / 8] = amax / 127.f;
+            }
         }
     } else {
-        for (int g = warp; g < E / 32; g += nw) warp_quant(xsf[g * 32 + lane], xs + g * 32, xds + g);
+        for (int g = warp; g < E / 32; g += nw) {   /* warp_quant's values, at the layout asked for */
+            const float v = xsf[g * 32 + lane], amax = warp_max(fabsf(v));
+            const int8_t q = quant_q8(v, amax);
+            xs[pk ? xs_at(g * 32 + lane) : g * 32 + lane] = q;
+            int sum = q;
+#pragma unroll
+            for (int o = WARP / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            if (lane == 0) {
+                if (pk) ((float2 *)xds)[g] = make_float2(amax / 127.f, amax / 127.f * (float)sum);
+                else xds[g] = amax / 127.f;
+            }
+        }
     }
     __syncthreads();
 }
@@ -1694,6 +1742,7 @@ __host__ __device__ constexpr bool pk_serves(int fam, int t) {
 #define PK_CH 16                  /* positions per attention chunk at least (att_chunk keeps <= 64 chunks): one step of the 4 warps */
 #define PK_HB 4                   /* query heads per attention item: half of k_attn's, to stay in 128 registers */
 #define PK_PROF_MAXB 2048         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
+#define PK_W 4                    /* lanes a Q4_K superblock in the phases whose rows are >= 2048 wide (A, D, F): QW4K */
 #define PK_PHASES 7               /* per layer, each ended by a grid barrier: A..G below */
 
 struct PLayer {
@@ -1728,15 +1777,16 @@ struct PArgs {
     unsigned long long *prof;   /* QWEN3MOE_PERSIST_PROF: [barrier][block] arrival times, then [barrier] block 0's pass */
 };
 struct PSmem {
-    int8_t *xs, *hs;
-    float *xds, *xsf, *hds, *lg, *selw;
+    int8_t *xs, *hs;   /* in xs_at's layout */
+    float2 *xds, *hds;   /* per 32: the scale, and the scale times the sum */
+    float *xsf, *lg, *selw;
     int *sel;
     float *res;      /* [PK_WARPS][PK_MAXK]: a warp's row totals (rows_qp) */
     uint8_t *wb;
 };
 static size_t pk_smem(int E, int qdim, int ne, int K, int Fpad) {
     const size_t xp = xq_pad(std::max(E, qdim));
-    return xp + xp / 8 + 4 * (size_t)E + (size_t)K * Fpad + (size_t)K * Fpad / 8 + 4 * (size_t)((ne + 3) / 4 * 4) + 8 * PK_MAXK +
+    return xs_bytes(xp) + xp / 4 + 4 * (size_t)E + xs_bytes((size_t)K * Fpad) + (size_t)K * Fpad / 4 + 4 * (size_t)((ne + 3) / 4 * 4) + 8 * PK_MAXK +
            4 * PK_WARPS * PK_MAXK + 64 + (size_t)PK_WARPS * PK_WB;
 }
 
@@ -1745,19 +1795,36 @@ static size_t pk_smem(int E, int qdim, int ne, int K, int Fpad) {
  * instead of once per 8 as in QT<T>::dot (decode is bound by these instructions). X holds
  * the lane's activations for one superblock, shared by the rows that use it. */
 template <int T> struct QW { enum { OK = 0 }; struct X {}; };
-__device__ __forceinline__ int dp4a_sum(int v) { return __dp4a(v, 0x01010101, 0); }
+/* x (xq: the staged int8 in xs_at's layout, element e at xq + xs_at(xe + e); xd: per 32 of
+ * the row's x, the scale and the scale times the group's sum) */
+#define XQ(off) (*(const int4 *)(xq + xs_at(xe + (off))))
 template <> struct QW<GGML_TYPE_Q4_K> {
     enum { OK = 1 };
-    struct X { int4 a, b; float d0, d1; int s0, s1; };
+    struct X { int4 a, b; float d0, d1, m0, m1; };
     /* lane j: chunk c = j/2 of 64 weights (sub-blocks 2c and 2c+1), half j%2 of it */
-    static __device__ __forceinline__ void x(const int8_t *xq, const float *xd, int sb, int j, X &v) {
+    static __device__ __forceinline__ void x(const int8_t *xq, int xe, const float2 *xd, int sb, int j, X &v) {
         const int c = j >> 1, p0 = sb * 256 + 64 * c + 16 * (j & 1);
-        v.a = *(const int4 *)(xq + p0);
-        v.b = *(const int4 *)(xq + p0 + 32);
-        v.d0 = xd[sb * 8 + 2 * c];
-        v.d1 = xd[sb * 8 + 2 * c + 1];
-        v.s0 = dp4a_sum(v.a.x) + dp4a_sum(v.a.y) + dp4a_sum(v.a.z) + dp4a_sum(v.a.w);
-        v.s1 = dp4a_sum(v.b.x) + dp4a_sum(v.b.y) + dp4a_sum(v.b.z) + dp4a_sum(v.b.w);
+        v.a = XQ(p0);
+        v.b = XQ(p0 + 32);
+        const float2 g0 = xd[sb * 8 + 2 * c], g1 = xd[sb * 8 + 2 * c + 1];
+        v.d0 = g0.x;
+        v.d1 = g1.x;
+        /* the mins' term needs the sums of whole sub-blocks, added once: by the lane of half 0 */
+        v.m0 = j & 1 ? 0.f : g0.y;
+        v.m1 = j & 1 ? 0.f : g1.y;
+    }
+    /* the 6-bit scales and mins of sub-blocks 2c, 2c+1 (k4_scale, both at once, no branch) */
+    static __device__ __forceinline__ void scales(const uint8_t *b, int c, uint32_t &scp, uint32_t &mp) {
+        const uint32_t sh = 16 * (c & 1);
+        const uint32_t A = *(const uint32_t *)(b + 4) >> sh, B = *(const uint32_t *)(b + 8) >> sh, C = *(const uint32_t *)(b + 12) >> sh;
+        scp = c < 2 ? A & 0x3F3Fu : (C & 0x0F0Fu) | ((A >> 2) & 0x3030u);
+        mp = c < 2 ? B & 0x3F3Fu : ((C >> 4) & 0x0F0Fu) | ((B >> 2) & 0x3030u);
+    }
+    /* the superblock's sum from the sub-block sums (integer products are exact: |sc * v| < 2^22) */
+    static __device__ __forceinline__ float total(const uint8_t *b, uint32_t scp, uint32_t mp, int v0, int v1, float d0, float d1, float m0, float m1) {
+        const float2 dm = __half22float2(*(const __half2 *)b);
+        return dm.x * (d0 * (float)((int)(scp & 0xFF) * v0) + d1 * (float)((int)(scp >> 8 & 0xFF) * v1)) -
+               dm.y * ((float)(int)(mp & 0xFF) * m0 + (float)(int)(mp >> 8 & 0xFF) * m1);
     }
     static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {   /* b: the superblock, 16-byte aligned */
         const int c = j >> 1;
@@ -1767,14 +1834,42 @@ template <> struct QW<GGML_TYPE_Q4_K> {
         v0 = __dp4a((int)(q.y & M), v.a.y, v0); v1 = __dp4a((int)((q.y >> 4) & M), v.b.y, v1);
         v0 = __dp4a((int)(q.z & M), v.a.z, v0); v1 = __dp4a((int)((q.z >> 4) & M), v.b.z, v1);
         v0 = __dp4a((int)(q.w & M), v.a.w, v0); v1 = __dp4a((int)((q.w >> 4) & M), v.b.w, v1);
-        /* the 6-bit scales and mins of sub-blocks 2c, 2c+1 (k4_scale, both at once, no branch) */
-        const uint32_t sh = 16 * (c & 1);
-        const uint32_t A = *(const uint32_t *)(b + 4) >> sh, B = *(const uint32_t *)(b + 8) >> sh, C = *(const uint32_t *)(b + 12) >> sh;
-        const uint32_t scp = c < 2 ? A & 0x3F3Fu : (C & 0x0F0Fu) | ((A >> 2) & 0x3030u);
-        const uint32_t mp = c < 2 ? B & 0x3F3Fu : ((C >> 4) & 0x0F0Fu) | ((B >> 2) & 0x3030u);
-        const float2 dm = __half22float2(*(const __half2 *)b);
-        return dm.x * ((float)(int)(scp & 0xFF) * v.d0 * (float)v0 + (float)(int)(scp >> 8 & 0xFF) * v.d1 * (float)v1) -
-               dm.y * ((float)(int)(mp & 0xFF) * v.d0 * (float)v.s0 + (float)(int)(mp >> 8 & 0xFF) * v.d1 * (float)v.s1);
+        uint32_t scp, mp;
+        scales(b, c, scp, mp);
+        return total(b, scp, mp, v0, v1, v.d0, v.d1, v.m0, v.m1);
+    }
+};
+/* Q4_K with 4 lanes a superblock (lane j: the whole chunk j of 64 weights): the scale
+ * decode and the float tail paid once per 64 weights, the loop once per 8 superblocks (a
+ * 2048-wide row in one step); for rows of at least 2048 (A's q/k, D, F). */
+struct QW4K {
+    struct X { int4 a0, a1, b0, b1; float d0, d1, m0, m1; };
+    static __device__ __forceinline__ void x(const int8_t *xq, int xe, const float2 *xd, int sb, int j, X &v) {
+        const int p0 = sb * 256 + 64 * j;
+        v.a0 = XQ(p0);
+        v.a1 = XQ(p0 + 16);
+        v.b0 = XQ(p0 + 32);
+        v.b1 = XQ(p0 + 48);
+        const float2 g0 = xd[sb * 8 + 2 * j], g1 = xd[sb * 8 + 2 * j + 1];
+        v.d0 = g0.x;
+        v.d1 = g1.x;
+        v.m0 = g0.y;
+        v.m1 = g1.y;
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {
+        const uint4 q0 = *(const uint4 *)(b + 16 + 32 * j), q1 = *(const uint4 *)(b + 32 + 32 * j);
+        const uint32_t M = 0x0F0F0F0Fu;
+        int v0 = __dp4a((int)(q0.x & M), v.a0.x, 0), v1 = __dp4a((int)((q0.x >> 4) & M), v.b0.x, 0);
+        v0 = __dp4a((int)(q0.y & M), v.a0.y, v0); v1 = __dp4a((int)((q0.y >> 4) & M), v.b0.y, v1);
+        v0 = __dp4a((int)(q0.z & M), v.a0.z, v0); v1 = __dp4a((int)((q0.z >> 4) & M), v.b0.z, v1);
+        v0 = __dp4a((int)(q0.w & M), v.a0.w, v0); v1 = __dp4a((int)((q0.w >> 4) & M), v.b0.w, v1);
+        v0 = __dp4a((int)(q1.x & M), v.a1.x, v0); v1 = __dp4a((int)((q1.x >> 4) & M), v.b1.x, v1);
+        v0 = __dp4a((int)(q1.y & M), v.a1.y, v0); v1 = __dp4a((int)((q1.y >> 4) & M), v.b1.y, v1);
+        v0 = __dp4a((int)(q1.z & M), v.a1.z, v0); v1 = __dp4a((int)((q1.z >> 4) & M), v.b1.z, v1);
+        v0 = __dp4a((int)(q1.w & M), v.a1.w, v0); v1 = __dp4a((int)((q1.w >> 4) & M), v.b1.w, v1);
+        uint32_t scp, mp;
+        QW<GGML_TYPE_Q4_K>::scales(b, j, scp, mp);
+        return QW<GGML_TYPE_Q4_K>::total(b, scp, mp, v0, v1, v.d0, v.d1, v.m0, v.m1);
     }
 };
 /* 8 bytes at any shared-memory address (Q6_K's 210-byte blocks, Q8_0's 34, Q4_0's 18 leave
@@ -1789,13 +1884,15 @@ __device__ __forceinline__ uint2 ld8_a2(const uint8_t *p) {
 template <> struct QW<GGML_TYPE_Q6_K> {
     enum { OK = 1 };
     struct X { int2 x[4]; float d[4]; int s[4]; };
-    /* lane j: half h = j/4 of 128 weights, columns l0 = 8 (j%4) .. +8 of its four quarters */
-    static __device__ __forceinline__ void x(const int8_t *xq, const float *xd, int sb, int j, X &v) {
+    /* lane j: half h = j/4 of 128 weights, columns l0 = 8 (j%4) .. +8 of its four quarters.
+     * The offset's sums are the lane's own 8 values (the scales change every 16: the
+     * sums of whole groups of 32 would not do). */
+    static __device__ __forceinline__ void x(const int8_t *xq, int xe, const float2 *xd, int sb, int j, X &v) {
         const int h = j >> 2, l0 = 8 * (j & 3);
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            v.x[k] = *(const int2 *)(xq + sb * 256 + 128 * h + 32 * k + l0);
-            v.d[k] = xd[sb * 8 + 4 * h + k];
+            v.x[k] = *(const int2 *)(xq + xs_at(xe + sb * 256 + 128 * h + 32 * k + l0));
+            v.d[k] = xd[sb * 8 + 4 * h + k].x;
             v.s[k] = dp4a_sum(v.x[k].x) + dp4a_sum(v.x[k].y);
         }
     }
@@ -1825,10 +1922,10 @@ template <> struct QW<GGML_TYPE_Q6_K> {
 template <> struct QW<GGML_TYPE_Q8_0> {
     enum { OK = 1 };
     struct X { int4 a, b; float d; };
-    static __device__ __forceinline__ void x(const int8_t *xq, const float *xd, int sb, int j, X &v) {
-        v.a = *(const int4 *)(xq + sb * 256 + 32 * j);
-        v.b = *(const int4 *)(xq + sb * 256 + 32 * j + 16);
-        v.d = xd[sb * 8 + j];
+    static __device__ __forceinline__ void x(const int8_t *xq, int xe, const float2 *xd, int sb, int j, X &v) {
+        v.a = XQ(sb * 256 + 32 * j);
+        v.b = XQ(sb * 256 + 32 * j + 16);
+        v.d = xd[sb * 8 + j].x;
     }
     static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {
         const uint8_t *q = b + 34 * j;
@@ -1841,13 +1938,12 @@ template <> struct QW<GGML_TYPE_Q8_0> {
 };
 template <> struct QW<GGML_TYPE_Q4_0> {
     enum { OK = 1 };
-    struct X { int4 a, b; float d; int s; };
-    static __device__ __forceinline__ void x(const int8_t *xq, const float *xd, int sb, int j, X &v) {
-        v.a = *(const int4 *)(xq + sb * 256 + 32 * j);        /* elements 0..15: the low nibbles */
-        v.b = *(const int4 *)(xq + sb * 256 + 32 * j + 16);   /* 16..31: the high ones */
-        v.d = xd[sb * 8 + j];
-        v.s = dp4a_sum(v.a.x) + dp4a_sum(v.a.y) + dp4a_sum(v.a.z) + dp4a_sum(v.a.w) + dp4a_sum(v.b.x) + dp4a_sum(v.b.y) + dp4a_sum(v.b.z) +
-              dp4a_sum(v.b.w);
+    struct X { int4 a, b; float d, m; };
+    static __device__ __forceinline__ void x(const int8_t *xq, int xe, const float2 *xd, int sb, int j, X &v) {
+        v.a = XQ(sb * 256 + 32 * j);        /* elements 0..15: the low nibbles */
+        v.b = XQ(sb * 256 + 32 * j + 16);   /* 16..31: the high ones */
+        v.d = xd[sb * 8 + j].x;
+        v.m = xd[sb * 8 + j].y;
     }
     static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {
         const uint8_t *q = b + 18 * j;
@@ -1857,7 +1953,7 @@ template <> struct QW<GGML_TYPE_Q4_0> {
         s = __dp4a((int)(w0.y & M), v.a.y, s); s = __dp4a((int)(w1.x & M), v.a.z, s); s = __dp4a((int)(w1.y & M), v.a.w, s);
         s = __dp4a((int)((w0.x >> 4) & M), v.b.x, s); s = __dp4a((int)((w0.y >> 4) & M), v.b.y, s);
         s = __dp4a((int)((w1.x >> 4) & M), v.b.z, s); s = __dp4a((int)((w1.y >> 4) & M), v.b.w, s);
-        return ldh(q) * v.d * (float)(s - 8 * v.s);
+        return ldh(q) * (v.d * (float)s - 8.f * v.m);
     }
 };
 
@@ -1882,6 +1978,10 @@ __device__ __forceinline__ void warp_sum2(float &a, float &b) {   /* two indepen
         b += __shfl_xor_sync(0xffffffffu, b, o);
     }
 }
+/* The dot a phase uses for type T: W = 4 takes QW4K for Q4_K (rows >= 2048 wide), every
+ * other type keeps its 8-lane QW<T> */
+template <int T, int W> struct QWsel { using Q = QW<T>; enum { L = 8 }; };
+template <> struct QWsel<GGML_TYPE_Q4_K, 4> { using Q = QW4K; enum { L = 4 }; };
 /* pre: the first chunk's copies were issued already (pk_issue, the same arguments).
  * T: a type with a wide dot (QW<T>::OK). Row r's total goes to res[r] (the warp's
  * shared slots; read them after __syncwarp). xstr != 0: row r has its own x at
@@ -1890,11 +1990,14 @@ __device__ __forceinline__ void warp_sum2(float &a, float &b) {   /* two indepen
  * stay small for the instruction cache, which a fully unrolled R x dot per phase and type
  * overflowed. (One non-inlined copy for all phases was smaller still, 150 KB against
  * 230, but its calls spilled: 337 against 354 tok/s.) stamp (QWEN3MOE_PERSIST_PROF, else
- * null): lane 0 writes the time its first copies were issued, and when they landed. */
-template <int T>
-__device__ __forceinline__ void rows_qp(const uint8_t *const *wp, int R, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd, int xstr,
-                                      float *res, uint8_t *buf, int cap, bool pre, unsigned long long *stamp) {
-    const int lane = threadIdx.x % WARP, j = lane & 7;
+ * null): lane 0 writes the time its first copies were issued, and when they landed. xq,
+ * xd: x in the staging layout (xs_at, a float2 of scale and scale x sum per 32). */
+template <int T, int W>
+__device__ __forceinline__ void rows_qp(const uint8_t *const *wp, int R, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
+                                      int xstr, float *res, uint8_t *buf, int cap, bool pre, unsigned long long *stamp) {
+    using Q = typename QWsel<T, W>::Q;
+    constexpr int L = QWsel<T, W>::L;   /* lanes a superblock */
+    const int lane = threadIdx.x % WARP, j = lane % L;
     const int SB = stage_sb<T>(), niter = ncols / 256;
     const int ipc = stage_ipc<5>(SB, cap);
 #pragma unroll 1
@@ -1913,16 +2016,16 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, int R, unsigne
             const uint8_t *s1 = ok1 ? buf + (r + 1) * cap + (int)((uintptr_t)(wp[r + 1] + cb0) & 15) - cb0 : s0;
             /* a row's own x (xstr != 0): an invalid row reads row 0's instead, which exists
              * (the loop stays free of branches around its loads; the result is dropped) */
-            const int8_t *x0 = xq + (ok0 ? r : 0) * xstr, *x1 = xq + (ok1 ? r + 1 : 0) * xstr;
-            const float *d0 = xd + (ok0 ? r : 0) * (xstr / 32), *d1 = xd + (ok1 ? r + 1 : 0) * (xstr / 32);
+            const int xe0 = (ok0 ? r : 0) * xstr, xe1 = (ok1 ? r + 1 : 0) * xstr;
+            const float2 *d0 = xd + xe0 / 32, *d1 = xd + xe1 / 32;
             float a0 = 0.f, a1 = 0.f;
 #pragma unroll 1
-            for (int it = it0 + lane / 8; it < it1; it += 4) {   /* superblock it per 8 lanes */
-                typename QW<T>::X xv;
-                QW<T>::x(x0, d0, it, j, xv);
-                if (ok0) a0 += QW<T>::dot(s0 + it * SB, j, xv);
-                if (xstr) QW<T>::x(x1, d1, it, j, xv);
-                if (ok1) a1 += QW<T>::dot(s1 + it * SB, j, xv);
+            for (int it = it0 + lane / L; it < it1; it += WARP / L) {   /* superblock it per L lanes */
+                typename Q::X xv;
+                Q::x(xq, xe0, d0, it, j, xv);
+                if (ok0) a0 += Q::dot(s0 + it * SB, j, xv);
+                if (xstr) Q::x(xq, xe1, d1, it, j, xv);
+                if (ok1) a1 += Q::dot(s1 + it * SB, j, xv);
             }
             warp_sum2(a0, a1);
             if (lane == 0) {
@@ -1933,10 +2036,10 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, int R, unsigne
         __syncwarp();
     }
 }
-template <int FAM, int R>
-__device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float *xd,
+template <int FAM, int R, int W = 8>
+__device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
                                         int xstr, float *res, uint8_t *buf, bool pre = false, unsigned long long *stamp = nullptr) {
-#define PK_CASE(T) case T: rows_qp<T>(wp, R, ok, rb, ncols, xq, xd, xstr, res, buf, PK_CAP(R), pre, stamp); break;
+#define PK_CASE(T) case T: rows_qp<T, W>(wp, R, ok, rb, ncols, xq, xd, xstr, res, buf, PK_CAP(R), pre, stamp); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
 }
@@ -2039,8 +2142,8 @@ __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int pos) {
 }
 
 /* norm_x once in the persistent kernel's code, for A and E (code size: see PK_TYPES) */
-__device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending) {
-    norm_x(x, E, eps, xsf, xs, xds, rows_pending);
+__device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xsf, int8_t *xs, float2 *xds, bool rows_pending) {
+    norm_x(x, E, eps, xsf, xs, (float *)xds, rows_pending, true);
 }
 
 /* A: RMSNorm + q/k/v, groups of 4 rows of one head. Group g's rows: */
@@ -2072,7 +2175,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
         int row0;
         const int seg = pk_qkv_rows(a, L, g, wp, row0);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 4>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], a.E, s.xs, s.xds, 0, res, buf, g == gw, g == gw ? pk_stamp(a, l, 10) : nullptr);
+        pk_rows<FAM, 4, PK_W>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], a.E, s.xs, s.xds, 0, res, buf, g == gw, g == gw ? pk_stamp(a, l, 10) : nullptr);
         if (g == gw) pk_mark(a, l, 7);
         float *y = a.qkv + (seg == 0 ? 0 : seg == 1 ? a.qdim : a.qdim + a.kvdim) + row0;
         const int hh = (seg == 0 ? 0 : seg == 1 ? a.nh : a.nh + a.nkv) + row0 / PK_D;
@@ -2117,7 +2220,7 @@ __device__ void pk_comb(const PArgs &a, int pos) {
     const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1), D = PK_D;
     const int quad = threadIdx.x / 128, nquad = PK_THREADS / 128, d = threadIdx.x % 128;
     for (int h = blockIdx.x * nquad + quad; h < a.nh; h += gridDim.x * nquad)
-        warp_quant(attn_merge(a.part + (size_t)h * a.nch * (D + 2), nchv, D, d), a.aq + h * D + (d & ~31), a.ad + (h * D + d) / 32);
+        warp_quant2(attn_merge(a.part + (size_t)h * a.nch * (D + 2), nchv, D, d), a.aq + h * D + (d & ~31), (float2 *)a.ad + (h * D + d) / 32);
 }
 
 /* D: o-proj + residual, 2 rows a warp. */
@@ -2131,7 +2234,7 @@ template <int FAM> __device__ void pk_pre_o(const PArgs &a, const PLayer &L, con
     if (gw < (a.E + 1) / 2) pk_issue<FAM, 2>(L.t[PW_O], wp, pk_o_rows(a, L, gw, wp), L.rb[PW_O], s.wb + (threadIdx.x / WARP) * PK_WB);
 }
 template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
-    stage_x(a.aq, a.ad, xq_pad(a.qdim), s.xs, s.xds, threadIdx.x, blockDim.x);
+    stage_x(a.aq, a.ad, xq_pad(a.qdim), s.xs, (float *)s.xds, threadIdx.x, blockDim.x, true);
     __syncthreads();
     const int lane = threadIdx.x % WARP;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
@@ -2139,7 +2242,7 @@ template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, con
         const uint8_t *wp[2];
         const unsigned ok = pk_o_rows(a, L, g, wp);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 2>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
+        pk_rows<FAM, 2, PK_W>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
         if (lane == 0) {
             a.x[2 * g] = __ldcg(a.x + 2 * g) + res[0];
             if (ok & 2u) a.x[2 * g + 1] = __ldcg(a.x + 2 * g + 1) + res[1];
@@ -2272,13 +2375,13 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
         }
         const unsigned m = (1u << nv) - 1u;
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 8>(tg, wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, false, g == gw ? pk_stamp(a, l, 8) : nullptr);
+        pk_rows<FAM, 8, PK_W>(tg, wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, false, g == gw ? pk_stamp(a, l, 8) : nullptr);
         if (g == gw) pk_mark(a, l, 4);
         if (lane < nv) a.h[(size_t)k * a.Fpad + o0 + lane] = res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane];
         /* the warp completing a group of 32 outputs quantizes it for G (as the rope in A) */
         const int grp = k * (a.Fpad / 32) + o0 / 32;
         if (warp_completes(a.qcnt + grp, (unsigned)nv, 32u))
-            warp_quant(__ldcg(a.h + (size_t)grp * 32 + lane), a.hq + (size_t)grp * 32, a.hd + grp);
+            warp_quant2(__ldcg(a.h + (size_t)grp * 32 + lane), a.hq + (size_t)grp * 32, (float2 *)a.hd + grp);
     }
     pk_mark(a, l, 5);
 }
@@ -2297,7 +2400,7 @@ template <int FAM> __device__ void pk_pre_down(const PArgs &a, const PLayer &L, 
 }
 template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
     const int lane = threadIdx.x % WARP, F = L.F;
-    stage_x(a.hq, a.hd, a.K * a.Fpad, s.hs, s.hds, threadIdx.x, blockDim.x);   /* also waits for the rows issued before */
+    stage_x(a.hq, a.hd, a.K * a.Fpad, s.hs, (float *)s.hds, threadIdx.x, blockDim.x, true);   /* also waits for the rows issued before */
     __syncthreads();
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     const unsigned ok = (1u << a.K) - 1u;
@@ -2358,11 +2461,11 @@ template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(co
     {
         const size_t xp = xq_pad(max(a.E, a.qdim));
         uint8_t *p = sbuf;
-        s.xs = (int8_t *)p; p += xp;
-        s.xds = (float *)p; p += xp / 8;
+        s.xs = (int8_t *)p; p += xs_bytes(xp);
+        s.xds = (float2 *)p; p += xp / 4;
         s.xsf = (float *)p; p += 4 * (size_t)a.E;
-        s.hs = (int8_t *)p; p += (size_t)a.K * a.Fpad;
-        s.hds = (float *)p; p += (size_t)a.K * a.Fpad / 8;
+        s.hs = (int8_t *)p; p += xs_bytes((size_t)a.K * a.Fpad);
+        s.hds = (float2 *)p; p += (size_t)a.K * a.Fpad / 4;
         s.lg = (float *)p; p += 4 * (size_t)((a.ne + 3) / 4 * 4);
         s.sel = (int *)p; p += 4 * PK_MAXK;
         s.selw = (float *)p; p += 4 * PK_MAXK;
@@ -3011,7 +3114,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->x = b.take<float>(E);
     g->xn = b.take<float>(E);
     g->xq = b.take<int8_t>(wide + 256);
-    g->xd = b.take<float>(wide / 32 + 8);
+    g->xd = b.take<float>(2 * (wide / 32) + 8);   /* the persistent kernel keeps a float2 per group (warp_quant2) */
     g->qkv = b.take<float>(qkvw);
     g->att = b.take<float>(g->qdim);
     g->rlog = b.take<float>(NE);
@@ -3024,7 +3127,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->rdone = b.take<unsigned>(1);
     g->h = b.take<float>((size_t)K * g->Fpad);
     g->hq = b.take<int8_t>((size_t)K * g->Fpad + 256);
-    g->hd = b.take<float>((size_t)K * g->Fpad / 32 + 8);
+    g->hd = b.take<float>(2 * ((size_t)K * g->Fpad / 32) + 8);   /* float2 per group in the persistent kernel */
     g->logits = b.take<float>(V);
     g->part = b.take<float>((size_t)nh * std::max(g->nch, 64) * (D + 2));   /* k_persist: up to 64 chunks at any depth */
     g->pk_bar = b.take<unsigned>(1);
