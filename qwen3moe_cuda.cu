@@ -1978,8 +1978,33 @@ __device__ __forceinline__ void warp_sum2(float &a, float &b) {   /* two indepen
         b += __shfl_xor_sync(0xffffffffu, b, o);
     }
 }
-/* The dot a phase uses for type T: W = 4 takes QW4K for Q4_K (rows >= 2048 wide), every
- * other type keeps its 8-lane QW<T> */
+/* Q4_K rows that each have their own x (G: an expert's down row against its own h), up to
+ * 8: lane l takes row l / 4 and QW4K's chunk l % 4 of each superblock [it0, it1) in turn,
+ * then 2 shuffles sum a row. Rows 768 wide (3 superblocks) keep every lane busy, where the
+ * pair loop's 8 lanes a superblock left a quarter idle and reduced over the whole warp per
+ * pair. Adds row r's total to res[r] (it0 > 0) or sets it. */
+__device__ __forceinline__ void rows_own_q4k(const uint8_t *const *wp, int R, unsigned ok, size_t cb0, const int8_t *xq, const float2 *xd, int xstr,
+                                             int it0, int it1, float *res, const uint8_t *buf, int cap) {
+    const int lane = threadIdx.x % WARP, r = lane / 4, j = lane % 4, SB = 144;
+    const bool on = r < R && ((ok >> r) & 1);
+    float a = 0.f;
+    if (on) {
+        const uint8_t *sr = buf + r * cap + (int)((uintptr_t)(wp[r] + cb0) & 15) - (int)cb0;
+        const int xe = r * xstr;
+        const float2 *d = xd + xe / 32;
+#pragma unroll 1
+        for (int it = it0; it < it1; it++) {
+            QW4K::X xv;
+            QW4K::x(xq, xe, d, it, j, xv);
+            a += QW4K::dot(sr + it * SB, j, xv);
+        }
+    }
+    a += __shfl_xor_sync(0xffffffffu, a, 1);
+    a += __shfl_xor_sync(0xffffffffu, a, 2);
+    if (on && j == 0) res[r] = (it0 ? res[r] : 0.f) + a;
+}
+/* The dot a phase uses for type T: W = 4 takes QW4K for Q4_K (rows >= 2048 wide), W = 0
+ * rows_own_q4k for Q4_K rows with their own x (G); every other type keeps its 8-lane QW<T> */
 template <int T, int W> struct QWsel { using Q = QW<T>; enum { L = 8 }; };
 template <> struct QWsel<GGML_TYPE_Q4_K, 4> { using Q = QW4K; enum { L = 4 }; };
 /* pre: the first chunk's copies were issued already (pk_issue, the same arguments).
@@ -2009,6 +2034,13 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, int R, unsigne
         cp_async_wait_all();
         __syncwarp();
         if (stamp && lane == 0 && it0 == 0) stamp[1] = gtimer();
+        if constexpr (T == GGML_TYPE_Q4_K && W == 0) {
+            if (xstr && R <= WARP / 4) {   /* rows with their own x (G): 4 lanes a row, all rows at once */
+                rows_own_q4k(wp, R, ok, cb0, xq, xd, xstr, it0, it1, res, buf, cap);
+                __syncwarp();
+                continue;
+            }
+        }
 #pragma unroll 1
         for (int r = 0; r < R; r += 2) {
             const bool ok0 = (ok >> r) & 1, ok1 = (ok >> (r + 1)) & 1;
@@ -2408,7 +2440,7 @@ template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, cons
         const uint8_t *wp[PK_MAXK];
         pk_down_rows(a, L, s, row, wp);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, PK_MAXK>(L.t[PW_D], wp, ok, L.rb[PW_D], F, s.hs, s.hds, a.Fpad, res, buf, row == gw);
+        pk_rows<FAM, PK_MAXK, 0>(L.t[PW_D], wp, ok, L.rb[PW_D], F, s.hs, s.hds, a.Fpad, res, buf, row == gw);
         if (lane == 0) {
             float tot = 0.f;
             for (int k = 0; k < a.K; k++) tot += s.selw[k] * res[k];
