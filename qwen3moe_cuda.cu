@@ -1917,6 +1917,51 @@ template <> struct QW<GGML_TYPE_Q6_K> {
     }
 };
 
+/* 16 bytes at a 2-byte aligned shared-memory address, as ld8_a2 (reads up to 4 past) */
+__device__ __forceinline__ uint4 ld16_a2(const uint8_t *p) {
+    const uint32_t *w = (const uint32_t *)(p - ((uintptr_t)p & 3));
+    const uint32_t sh = ((uint32_t)(uintptr_t)p & 3u) * 8u;
+    const uint32_t a = w[0], b = w[1], c = w[2], d = w[3], e = w[4];
+    return make_uint4(__funnelshift_r(a, b, sh), __funnelshift_r(b, c, sh), __funnelshift_r(c, d, sh), __funnelshift_r(d, e, sh));
+}
+/* Q6_K with 4 lanes a superblock (rows_own): lane j takes half h = j/2 and columns
+ * l0 = 16 (j%2) .. +16 of its four quarters, one 6-bit-scale group each (64 weights) */
+struct QW6K4 {
+    struct X { int4 x[4]; float d[4]; int s[4]; };
+    static __device__ __forceinline__ void x(const int8_t *xq, int xe, const float2 *xd, int sb, int j, X &v) {
+        const int h = j >> 1, l0 = 16 * (j & 1);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            v.x[k] = XQ(sb * 256 + 128 * h + 32 * k + l0);
+            v.d[k] = xd[sb * 8 + 4 * h + k].x;
+            v.s[k] = dp4a_sum(v.x[k].x) + dp4a_sum(v.x[k].y) + dp4a_sum(v.x[k].z) + dp4a_sum(v.x[k].w);   /* the offset's: the lane's own 16 */
+        }
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {
+        const int h = j >> 1, l0 = 16 * (j & 1), is = j & 1;
+        const uint4 qa = ld16_a2(b + 64 * h + l0), qb = ld16_a2(b + 64 * h + 32 + l0), qh = ld16_a2(b + 128 + 32 * h + l0);
+        const uint2 sc = ld8_a2(b + 192 + 8 * h);
+        const uint32_t A[4] = {qa.x, qa.y, qa.z, qa.w}, B[4] = {qb.x, qb.y, qb.z, qb.w}, Hh[4] = {qh.x, qh.y, qh.z, qh.w};
+        const uint32_t M = 0x0F0F0F0Fu, H = 0x30303030u;
+        int v0 = 0, v1 = 0, v2 = 0, v3 = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint32_t a = A[i], bb = B[i], hh = Hh[i];
+            const int xi0 = i == 0 ? v.x[0].x : i == 1 ? v.x[0].y : i == 2 ? v.x[0].z : v.x[0].w;
+            const int xi1 = i == 0 ? v.x[1].x : i == 1 ? v.x[1].y : i == 2 ? v.x[1].z : v.x[1].w;
+            const int xi2 = i == 0 ? v.x[2].x : i == 1 ? v.x[2].y : i == 2 ? v.x[2].z : v.x[2].w;
+            const int xi3 = i == 0 ? v.x[3].x : i == 1 ? v.x[3].y : i == 2 ? v.x[3].z : v.x[3].w;
+            v0 = __dp4a((int)((a & M) | ((hh << 4) & H)), xi0, v0);
+            v1 = __dp4a((int)((bb & M) | ((hh << 2) & H)), xi1, v1);
+            v2 = __dp4a((int)(((a >> 4) & M) | (hh & H)), xi2, v2);
+            v3 = __dp4a((int)(((bb >> 4) & M) | ((hh >> 2) & H)), xi3, v3);
+        }
+        const int s0 = (int8_t)(sc.x >> (8 * is)), s1 = (int8_t)(sc.x >> (8 * is + 16)), s2 = (int8_t)(sc.y >> (8 * is)), s3 = (int8_t)(sc.y >> (8 * is + 16));
+        return ldh(b + 208) * ((float)s0 * v.d[0] * (float)(v0 - 32 * v.s[0]) + (float)s1 * v.d[1] * (float)(v1 - 32 * v.s[1]) +
+                               (float)s2 * v.d[2] * (float)(v2 - 32 * v.s[2]) + (float)s3 * v.d[3] * (float)(v3 - 32 * v.s[3]));
+    }
+};
+
 /* The 32-wide types, 8 blocks a 256-weight superblock: lane j takes block j whole (its
  * 32 quants at a 2-byte aligned offset, read with ld8_a2) */
 template <> struct QW<GGML_TYPE_Q8_0> {
@@ -1978,14 +2023,16 @@ __device__ __forceinline__ void warp_sum2(float &a, float &b) {   /* two indepen
         b += __shfl_xor_sync(0xffffffffu, b, o);
     }
 }
-/* Q4_K rows that each have their own x (G: an expert's down row against its own h), up to
- * 8: lane l takes row l / 4 and QW4K's chunk l % 4 of each superblock [it0, it1) in turn,
- * then 2 shuffles sum a row. Rows 768 wide (3 superblocks) keep every lane busy, where the
- * pair loop's 8 lanes a superblock left a quarter idle and reduced over the whole warp per
- * pair. Adds row r's total to res[r] (it0 > 0) or sets it. */
-__device__ __forceinline__ void rows_own_q4k(const uint8_t *const *wp, int R, unsigned ok, size_t cb0, const int8_t *xq, const float2 *xd, int xstr,
-                                             int it0, int it1, float *res, const uint8_t *buf, int cap) {
-    const int lane = threadIdx.x % WARP, r = lane / 4, j = lane % 4, SB = 144;
+/* Rows that each have their own x (G: an expert's down row against its own h), up to 8,
+ * by a 4-lanes-a-superblock dot Q (QW4K, QW6K4) of SB-byte superblocks: lane l takes row
+ * l / 4 and chunk l % 4 of each superblock [it0, it1) in turn, then 2 shuffles sum a row.
+ * Rows 768 wide (3 superblocks) keep every lane busy, where the pair loop's 8 lanes a
+ * superblock left a quarter idle and reduced over the whole warp per pair. Adds row r's
+ * total to res[r] (it0 > 0) or sets it. */
+template <typename Q, int SB>
+__device__ __forceinline__ void rows_own(const uint8_t *const *wp, int R, unsigned ok, size_t cb0, const int8_t *xq, const float2 *xd, int xstr, int it0,
+                                         int it1, float *res, const uint8_t *buf, int cap) {
+    const int lane = threadIdx.x % WARP, r = lane / 4, j = lane % 4;
     const bool on = r < R && ((ok >> r) & 1);
     float a = 0.f;
     if (on) {
@@ -1994,9 +2041,9 @@ __device__ __forceinline__ void rows_own_q4k(const uint8_t *const *wp, int R, un
         const float2 *d = xd + xe / 32;
 #pragma unroll 1
         for (int it = it0; it < it1; it++) {
-            QW4K::X xv;
-            QW4K::x(xq, xe, d, it, j, xv);
-            a += QW4K::dot(sr + it * SB, j, xv);
+            typename Q::X xv;
+            Q::x(xq, xe, d, it, j, xv);
+            a += Q::dot(sr + it * SB, j, xv);
         }
     }
     a += __shfl_xor_sync(0xffffffffu, a, 1);
@@ -2004,7 +2051,7 @@ __device__ __forceinline__ void rows_own_q4k(const uint8_t *const *wp, int R, un
     if (on && j == 0) res[r] = (it0 ? res[r] : 0.f) + a;
 }
 /* The dot a phase uses for type T: W = 4 takes QW4K for Q4_K (rows >= 2048 wide), W = 0
- * rows_own_q4k for Q4_K rows with their own x (G); every other type keeps its 8-lane QW<T> */
+ * rows_own for Q4_K / Q6_K rows with their own x (G); every other case the 8-lane QW<T> */
 template <int T, int W> struct QWsel { using Q = QW<T>; enum { L = 8 }; };
 template <> struct QWsel<GGML_TYPE_Q4_K, 4> { using Q = QW4K; enum { L = 4 }; };
 /* pre: the first chunk's copies were issued already (pk_issue, the same arguments).
@@ -2034,9 +2081,10 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, int R, unsigne
         cp_async_wait_all();
         __syncwarp();
         if (stamp && lane == 0 && it0 == 0) stamp[1] = gtimer();
-        if constexpr (T == GGML_TYPE_Q4_K && W == 0) {
+        if constexpr ((T == GGML_TYPE_Q4_K || T == GGML_TYPE_Q6_K) && W == 0) {
             if (xstr && R <= WARP / 4) {   /* rows with their own x (G): 4 lanes a row, all rows at once */
-                rows_own_q4k(wp, R, ok, cb0, xq, xd, xstr, it0, it1, res, buf, cap);
+                if constexpr (T == GGML_TYPE_Q4_K) rows_own<QW4K, 144>(wp, R, ok, cb0, xq, xd, xstr, it0, it1, res, buf, cap);
+                else rows_own<QW6K4, 210>(wp, R, ok, cb0, xq, xd, xstr, it0, it1, res, buf, cap);
                 __syncwarp();
                 continue;
             }
