@@ -1293,11 +1293,25 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
 }
 
 /* Element d of one head's output from the partials (acc[D], max, sum) of its nv chunks,
- * pp[c * (D + 2)]; 4 chunks' loads in flight at a time (a loop using each load at once
- * would wait a round trip per chunk), read past L1 (the persistent kernel's other SMs). */
+ * pp[c * (D + 2)], read past L1 (the persistent kernel's other SMs). The first AM_PRE
+ * chunks' loads all go out at once, a round trip for a merge of up to AM_PRE chunks (two
+ * passes of 4 at a time took up to four); further chunks 4 at a time. The same arithmetic
+ * in the same order either way. */
+#define AM_PRE 8
 __device__ __forceinline__ float attn_merge(const float *pp, int nv, int D, int d) {
+    float m0[AM_PRE], v0[AM_PRE], l0[AM_PRE];
+#pragma unroll
+    for (int u = 0; u < AM_PRE; u++) {
+        const bool ok = u < nv;
+        const float *q = pp + u * (D + 2);
+        m0[u] = ok ? __ldcg(q + D) : -INFINITY;
+        v0[u] = ok ? __ldcg(q + d) : 0.f;
+        l0[u] = ok ? __ldcg(q + D + 1) : 0.f;
+    }
     float M = -INFINITY;
-    for (int c0 = 0; c0 < nv; c0 += 4) {
+#pragma unroll
+    for (int u = 0; u < AM_PRE; u++) M = fmaxf(M, m0[u]);
+    for (int c0 = AM_PRE; c0 < nv; c0 += 4) {
         float m[4];
 #pragma unroll
         for (int u = 0; u < 4; u++) m[u] = c0 + u < nv ? __ldcg(pp + (c0 + u) * (D + 2) + D) : -INFINITY;
@@ -1305,7 +1319,13 @@ __device__ __forceinline__ float attn_merge(const float *pp, int nv, int D, int 
         for (int u = 0; u < 4; u++) M = fmaxf(M, m[u]);
     }
     float acc = 0.f, L = 0.f;
-    for (int c0 = 0; c0 < nv; c0 += 4) {
+#pragma unroll
+    for (int u = 0; u < AM_PRE; u++) {
+        const float f = expf(m0[u] - M);
+        acc += v0[u] * f;
+        L += l0[u] * f;
+    }
+    for (int c0 = AM_PRE; c0 < nv; c0 += 4) {
         float m[4], v[4], l[4];
 #pragma unroll
         for (int u = 0; u < 4; u++) {
