@@ -2334,9 +2334,16 @@ template <int FAM> __device__ void pk_pre_o(const PArgs &a, const PLayer &L, con
     if (gw < (a.E + 1) / 2) pk_issue<FAM, 2>(L.t[PW_O], wp, pk_o_rows(a, L, gw, wp), L.rb[PW_O], s.wb + (threadIdx.x / WARP) * PK_WB);
 }
 template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
+    const int lane = threadIdx.x % WARP;
+    /* the residual of the warp's first rows, asked for first: its round trip overlaps the
+     * staging and the multiply instead of following them */
+    float x0 = 0.f, x1 = 0.f;
+    if (lane == 0 && gw < (a.E + 1) / 2) {
+        x0 = __ldcg(a.x + 2 * gw);
+        if (2 * gw + 1 < a.E) x1 = __ldcg(a.x + 2 * gw + 1);
+    }
     stage_x(a.aq, a.ad, xq_pad(a.qdim), s.xs, (float *)s.xds, threadIdx.x, blockDim.x, true);
     __syncthreads();
-    const int lane = threadIdx.x % WARP;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     for (int g = gw; g < (a.E + 1) / 2; g += NW) {
         const uint8_t *wp[2];
@@ -2344,8 +2351,8 @@ template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, con
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
         pk_rows<FAM, 2, PK_W>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
         if (lane == 0) {
-            a.x[2 * g] = __ldcg(a.x + 2 * g) + res[0];
-            if (ok & 2u) a.x[2 * g + 1] = __ldcg(a.x + 2 * g + 1) + res[1];
+            a.x[2 * g] = (g == gw ? x0 : __ldcg(a.x + 2 * g)) + res[0];
+            if (ok & 2u) a.x[2 * g + 1] = (g == gw ? x1 : __ldcg(a.x + 2 * g + 1)) + res[1];
         }
     }
 }
@@ -2500,7 +2507,8 @@ template <int FAM> __device__ void pk_pre_down(const PArgs &a, const PLayer &L, 
 }
 template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
     const int lane = threadIdx.x % WARP, F = L.F;
-    stage_x(a.hq, a.hd, a.K * a.Fpad, s.hs, (float *)s.hds, threadIdx.x, blockDim.x, true);   /* also waits for the rows issued before */
+    const float x0 = lane == 0 && gw < a.E ? __ldcg(a.x + gw) : 0.f;   /* the first row's residual, early (as in pk_oproj) */
+    stage_x(a.hq, a.hd, a.K * a.Fpad, s.hs, (float *)s.hds, threadIdx.x, blockDim.x, true);
     __syncthreads();
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     const unsigned ok = (1u << a.K) - 1u;
@@ -2512,7 +2520,7 @@ template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, cons
         if (lane == 0) {
             float tot = 0.f;
             for (int k = 0; k < a.K; k++) tot += s.selw[k] * res[k];
-            a.x[row] = __ldcg(a.x + row) + tot;
+            a.x[row] = (row == gw ? x0 : __ldcg(a.x + row)) + tot;
         }
     }
 }
