@@ -802,12 +802,13 @@ __device__ __forceinline__ int dp4a_sum(int v) { return __dp4a(v, 0x01010101, 0)
  * warp_quant2 wrote them). */
 __device__ __forceinline__ void stage_x(const int8_t *xq, const float *xd, int n, int8_t *xs, float *xds, int t, int nt, bool pk = false) {
     const int nv = n / 16;
-    for (int i = t; i < nv; i += nt) cp_async16(xs + (pk ? xs_at(16 * i) : 16 * i), xq + 16 * i);
-    for (int i = t; i < n / 32; i += nt) {
-        /* past L1: in the persistent kernel other SMs wrote them */
-        if (pk) ((float2 *)xds)[i] = __ldcg((const float2 *)xd + i);
-        else xds[i] = __ldcg(xd + i);
+    if (pk) {   /* plain loads: a cp.async wait here would also wait for the weight rows the warps issued before */
+        for (int i = t; i < nv; i += nt) *(int4 *)(xs + xs_at(16 * i)) = __ldcg((const int4 *)(xq + 16 * i));
+        for (int i = t; i < n / 32; i += nt) ((float2 *)xds)[i] = __ldcg((const float2 *)xd + i);   /* past L1: other SMs wrote them */
+        return;
     }
+    for (int i = t; i < nv; i += nt) cp_async16(xs + 16 * i, xq + 16 * i);
+    for (int i = t; i < n / 32; i += nt) xds[i] = __ldcg(xd + i);
     cp_async_wait_all();
 }
 __host__ __device__ static inline int xq_pad(int n) { return (n + 255) / 256 * 256; }   /* staged x bytes: whole 256-element steps */
