@@ -898,17 +898,9 @@ __device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *
             }
         }
     } else {
-        for (int g = warp; g < E / 32; g += nw) {   /* warp_quant's values, at the layout asked for */
-            const float v = xsf[g * 32 + lane], amax = warp_max(fabsf(v));
-            const int8_t q = quant_q8(v, amax);
-            xs[pk ? xs_at(g * 32 + lane) : g * 32 + lane] = q;
-            int sum = q;
-#pragma unroll
-            for (int o = WARP / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-            if (lane == 0) {
-                if (pk) ((float2 *)xds)[g] = make_float2(amax / 127.f, amax / 127.f * (float)sum);
-                else xds[g] = amax / 127.f;
-            }
+        for (int g = warp; g < E / 32; g += nw) {   /* a group of 32 never straddles xs_at's padding */
+            if (pk) warp_quant2(xsf[g * 32 + lane], xs + xs_at(g * 32), (float2 *)xds + g);
+            else warp_quant(xsf[g * 32 + lane], xs + g * 32, xds + g);
         }
     }
     __syncthreads();
@@ -1902,6 +1894,22 @@ __device__ __forceinline__ uint2 ld8_a2(const uint8_t *p) {
     const uint32_t a = w[0], b = w[1], c = w[2];
     return make_uint2(__funnelshift_r(a, b, sh), __funnelshift_r(b, c, sh));
 }
+/* Q6_K, one 32-bit word of a lane's streams: a (low nibbles of quarters 0 and 2), bb (of 1
+ * and 3), hh (their 2 high bits) against the x words of the 4 quarters, into their sums */
+__device__ __forceinline__ void q6_word(uint32_t a, uint32_t bb, uint32_t hh, int x0, int x1, int x2, int x3, int &v0, int &v1, int &v2, int &v3) {
+    const uint32_t M = 0x0F0F0F0Fu, H = 0x30303030u;
+    v0 = __dp4a((int)((a & M) | ((hh << 4) & H)), x0, v0);
+    v1 = __dp4a((int)((bb & M) | ((hh << 2) & H)), x1, v1);
+    v2 = __dp4a((int)(((a >> 4) & M) | (hh & H)), x2, v2);
+    v3 = __dp4a((int)(((bb >> 4) & M) | ((hh >> 2) & H)), x3, v3);
+}
+/* The quarters' sums scaled: scale is (of each pair) of the half's 8 (sc), the offset of 32
+ * by the sums s of the lane's own x, d the x scales */
+__device__ __forceinline__ float q6_total(const uint8_t *b, uint2 sc, int is, const float *d, const int *s, int v0, int v1, int v2, int v3) {
+    const int s0 = (int8_t)(sc.x >> (8 * is)), s1 = (int8_t)(sc.x >> (8 * is + 16)), s2 = (int8_t)(sc.y >> (8 * is)), s3 = (int8_t)(sc.y >> (8 * is + 16));
+    return ldh(b + 208) * ((float)s0 * d[0] * (float)(v0 - 32 * s[0]) + (float)s1 * d[1] * (float)(v1 - 32 * s[1]) +
+                           (float)s2 * d[2] * (float)(v2 - 32 * s[2]) + (float)s3 * d[3] * (float)(v3 - 32 * s[3]));
+}
 template <> struct QW<GGML_TYPE_Q6_K> {
     enum { OK = 1 };
     struct X { int2 x[4]; float d[4]; int s[4]; };
@@ -1921,20 +1929,10 @@ template <> struct QW<GGML_TYPE_Q6_K> {
         const int h = j >> 2, l0 = 8 * (j & 3), is = l0 >> 4;
         const uint2 qa = ld8_a2(b + 64 * h + l0), qb = ld8_a2(b + 64 * h + 32 + l0), qh = ld8_a2(b + 128 + 32 * h + l0);
         const uint2 sc = ld8_a2(b + 192 + 8 * h);
-        const uint32_t M = 0x0F0F0F0Fu, H = 0x30303030u;
         int v0 = 0, v1 = 0, v2 = 0, v3 = 0;
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const uint32_t a = i ? qa.y : qa.x, bb = i ? qb.y : qb.x, hh = i ? qh.y : qh.x;
-            const int xi0 = i ? v.x[0].y : v.x[0].x, xi1 = i ? v.x[1].y : v.x[1].x, xi2 = i ? v.x[2].y : v.x[2].x, xi3 = i ? v.x[3].y : v.x[3].x;
-            v0 = __dp4a((int)((a & M) | ((hh << 4) & H)), xi0, v0);
-            v1 = __dp4a((int)((bb & M) | ((hh << 2) & H)), xi1, v1);
-            v2 = __dp4a((int)(((a >> 4) & M) | (hh & H)), xi2, v2);
-            v3 = __dp4a((int)(((bb >> 4) & M) | ((hh >> 2) & H)), xi3, v3);
-        }
-        const int s0 = (int8_t)(sc.x >> (8 * is)), s1 = (int8_t)(sc.x >> (8 * is + 16)), s2 = (int8_t)(sc.y >> (8 * is)), s3 = (int8_t)(sc.y >> (8 * is + 16));
-        return ldh(b + 208) * ((float)s0 * v.d[0] * (float)(v0 - 32 * v.s[0]) + (float)s1 * v.d[1] * (float)(v1 - 32 * v.s[1]) +
-                               (float)s2 * v.d[2] * (float)(v2 - 32 * v.s[2]) + (float)s3 * v.d[3] * (float)(v3 - 32 * v.s[3]));
+        q6_word(qa.x, qb.x, qh.x, v.x[0].x, v.x[1].x, v.x[2].x, v.x[3].x, v0, v1, v2, v3);
+        q6_word(qa.y, qb.y, qh.y, v.x[0].y, v.x[1].y, v.x[2].y, v.x[3].y, v0, v1, v2, v3);
+        return q6_total(b, sc, is, v.d, v.s, v0, v1, v2, v3);
     }
 };
 
@@ -1962,24 +1960,12 @@ struct QW6K4 {
         const int h = j >> 1, l0 = 16 * (j & 1), is = j & 1;
         const uint4 qa = ld16_a2(b + 64 * h + l0), qb = ld16_a2(b + 64 * h + 32 + l0), qh = ld16_a2(b + 128 + 32 * h + l0);
         const uint2 sc = ld8_a2(b + 192 + 8 * h);
-        const uint32_t A[4] = {qa.x, qa.y, qa.z, qa.w}, B[4] = {qb.x, qb.y, qb.z, qb.w}, Hh[4] = {qh.x, qh.y, qh.z, qh.w};
-        const uint32_t M = 0x0F0F0F0Fu, H = 0x30303030u;
         int v0 = 0, v1 = 0, v2 = 0, v3 = 0;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const uint32_t a = A[i], bb = B[i], hh = Hh[i];
-            const int xi0 = i == 0 ? v.x[0].x : i == 1 ? v.x[0].y : i == 2 ? v.x[0].z : v.x[0].w;
-            const int xi1 = i == 0 ? v.x[1].x : i == 1 ? v.x[1].y : i == 2 ? v.x[1].z : v.x[1].w;
-            const int xi2 = i == 0 ? v.x[2].x : i == 1 ? v.x[2].y : i == 2 ? v.x[2].z : v.x[2].w;
-            const int xi3 = i == 0 ? v.x[3].x : i == 1 ? v.x[3].y : i == 2 ? v.x[3].z : v.x[3].w;
-            v0 = __dp4a((int)((a & M) | ((hh << 4) & H)), xi0, v0);
-            v1 = __dp4a((int)((bb & M) | ((hh << 2) & H)), xi1, v1);
-            v2 = __dp4a((int)(((a >> 4) & M) | (hh & H)), xi2, v2);
-            v3 = __dp4a((int)(((bb >> 4) & M) | ((hh >> 2) & H)), xi3, v3);
-        }
-        const int s0 = (int8_t)(sc.x >> (8 * is)), s1 = (int8_t)(sc.x >> (8 * is + 16)), s2 = (int8_t)(sc.y >> (8 * is)), s3 = (int8_t)(sc.y >> (8 * is + 16));
-        return ldh(b + 208) * ((float)s0 * v.d[0] * (float)(v0 - 32 * v.s[0]) + (float)s1 * v.d[1] * (float)(v1 - 32 * v.s[1]) +
-                               (float)s2 * v.d[2] * (float)(v2 - 32 * v.s[2]) + (float)s3 * v.d[3] * (float)(v3 - 32 * v.s[3]));
+        q6_word(qa.x, qb.x, qh.x, v.x[0].x, v.x[1].x, v.x[2].x, v.x[3].x, v0, v1, v2, v3);
+        q6_word(qa.y, qb.y, qh.y, v.x[0].y, v.x[1].y, v.x[2].y, v.x[3].y, v0, v1, v2, v3);
+        q6_word(qa.z, qb.z, qh.z, v.x[0].z, v.x[1].z, v.x[2].z, v.x[3].z, v0, v1, v2, v3);
+        q6_word(qa.w, qb.w, qh.w, v.x[0].w, v.x[1].w, v.x[2].w, v.x[3].w, v0, v1, v2, v3);
+        return q6_total(b, sc, is, v.d, v.s, v0, v1, v2, v3);
     }
 };
 
