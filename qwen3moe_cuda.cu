@@ -1774,7 +1774,7 @@ struct PArgs {
     float eps, theta_scale, scale;
     float *x, *qkv, *part, *rpart, *h;
     int8_t *aq, *hq;
-    float *ad, *hd;
+    float *ad, *hd;   /* float2s in the persistent kernel: per 32, the scale and the scale times the sum (warp_quant2) */
     unsigned *bar, *hcnt, *qcnt;
     const int *pos_dev;
     int *rec;
@@ -2063,8 +2063,8 @@ template <int T, int W> struct QWsel { using Q = QW<T>; enum { L = 8 }; };
 template <> struct QWsel<GGML_TYPE_Q4_K, 4> { using Q = QW4K; enum { L = 4 }; };
 /* pre: the first chunk's copies were issued already (pk_issue, the same arguments).
  * T: a type with a wide dot (QW<T>::OK). Row r's total goes to res[r] (the warp's
- * shared slots; read them after __syncwarp). xstr != 0: row r has its own x at
- * xq + r * xstr (scales xd + r * xstr / 32). Rows go two at a time (one x load for both
+ * shared slots; read them after __syncwarp). xstr != 0: row r has its own x, elements
+ * r * xstr on (scales xd + r * xstr / 32). Rows go two at a time (one x load for both
  * when they share it, two independent sums) in a rolled loop: the persistent kernel must
  * stay small for the instruction cache, which a fully unrolled R x dot per phase and type
  * overflowed. (One non-inlined copy for all phases was smaller still, 150 KB against
@@ -2228,7 +2228,7 @@ __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int pos) {
     }
 }
 
-/* norm_x once in the persistent kernel's code, for A and E (code size: see PK_TYPES) */
+/* norm_x once in the persistent kernel's code, for A, E and H (code size: see PK_FAM0) */
 __device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xsf, int8_t *xs, float2 *xds, bool rows_pending) {
     norm_x(x, E, eps, xsf, xs, (float *)xds, rows_pending, true);
 }
