@@ -2278,8 +2278,11 @@ __device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos
     const int G = a.nh / a.nkv, nhg = (G + PK_HB - 1) / PK_HB, quad = threadIdx.x / 128, nquad = PK_THREADS / 128;
     float *sm = (float *)s.wb + quad * (8 * PK_HB + 4 * PK_HB * PK_D);
     const int items = a.nkv * nhg * nchv;
-    for (int it0 = blockIdx.x * nquad; it0 < items; it0 += gridDim.x * nquad) {   /* the same rounds for the block's 4 quarters */
-        const int it = it0 + quad, c = it % nchv, hg = it / nchv % nhg, kvh = it / nchv / nhg;
+    /* items go round the blocks first (item = (round x 4 + quarter) x grid + block), so that at
+     * shallow depth each SM serves one item instead of four sharing its issue slots; the
+     * same rounds for the block's 4 quarters (attn_part's block barriers) */
+    for (int it0 = 0; it0 + (int)blockIdx.x < items; it0 += gridDim.x * nquad) {
+        const int it = it0 + quad * gridDim.x + blockIdx.x, c = it % nchv, hg = it / nchv % nhg, kvh = it / nchv / nhg;
         const int t0 = c * ch, h0 = kvh * G + hg * PK_HB;
         attn_part<PK_D / WARP, PK_HB>(a.qkv + (size_t)h0 * PK_D, a.scale, min(PK_HB, G - hg * PK_HB), L.kc, L.vc, a.kvdim, kvh, t0, min(t0 + ch, pos + 1), sm,
                                       a.part + ((size_t)h0 * a.nch + c) * (PK_D + 2), (size_t)a.nch * (PK_D + 2), it < items);
@@ -2292,7 +2295,7 @@ __device__ void pk_pf_attn(const PArgs &a, const PLayer &L, int pos) {
     const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1);
     const int G = a.nh / a.nkv, nhg = (G + PK_HB - 1) / PK_HB, quad = threadIdx.x / 128, nquad = PK_THREADS / 128;
     const int w = (threadIdx.x / WARP) & 3, lane = threadIdx.x % WARP, lpr = PK_D * 2 / 128;   /* lines per K or V row */
-    for (int it = blockIdx.x * nquad + quad; it < a.nkv * nhg * nchv; it += gridDim.x * nquad) {
+    for (int it = quad * gridDim.x + blockIdx.x; it < a.nkv * nhg * nchv; it += gridDim.x * nquad) {   /* pk_attn's items */
         const int c = it % nchv, kvh = it / nchv / nhg, t0 = c * ch, t1 = min(t0 + ch, pos);
         for (int i = w * WARP + lane; i < (t1 - t0) * 2 * lpr; i += 4 * WARP) {
             const int t = t0 + i / (2 * lpr), k = i % (2 * lpr);
@@ -2306,7 +2309,7 @@ __device__ void pk_pf_attn(const PArgs &a, const PLayer &L, int pos) {
 __device__ void pk_comb(const PArgs &a, int pos) {
     const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1), D = PK_D;
     const int quad = threadIdx.x / 128, nquad = PK_THREADS / 128, d = threadIdx.x % 128;
-    for (int h = blockIdx.x * nquad + quad; h < a.nh; h += gridDim.x * nquad)
+    for (int h = quad * gridDim.x + blockIdx.x; h < a.nh; h += gridDim.x * nquad)   /* round the blocks first, as pk_attn */
         warp_quant2(attn_merge(a.part + (size_t)h * a.nch * (D + 2), nchv, D, d), a.aq + h * D + (d & ~31), (float2 *)a.ad + (h * D + d) / 32);
 }
 
