@@ -2031,6 +2031,12 @@ __device__ __forceinline__ void warp_sum2(float &a, float &b) {   /* two indepen
         b += __shfl_xor_sync(0xffffffffu, b, o);
     }
 }
+/* Row r of a warp's staged chunk (bytes cb0.. of each row, copied from the 16-byte boundary
+ * below wp[r] + cb0: rows_issue_p's layout), offset so that the row's superblock it (SB
+ * bytes each, counted from the row's start) is at the result + it * SB */
+__device__ __forceinline__ const uint8_t *staged_row(const uint8_t *buf, int r, int cap, const uint8_t *const *wp, size_t cb0) {
+    return buf + r * cap + (int)((uintptr_t)(wp[r] + cb0) & 15) - (int)cb0;
+}
 /* Rows that each have their own x (G: an expert's down row against its own h), up to 8,
  * by a 4-lanes-a-superblock dot Q (QW4K, QW6K4) of SB-byte superblocks: lane l takes row
  * l / 4 and chunk l % 4 of each superblock [it0, it1) in turn, then 2 shuffles sum a row.
@@ -2044,7 +2050,7 @@ __device__ __forceinline__ void rows_own(const uint8_t *const *wp, int R, unsign
     const bool on = r < R && ((ok >> r) & 1);
     float a = 0.f;
     if (on) {
-        const uint8_t *sr = buf + r * cap + (int)((uintptr_t)(wp[r] + cb0) & 15) - (int)cb0;
+        const uint8_t *sr = staged_row(buf, r, cap, wp, cb0);
         const int xe = r * xstr;
         const float2 *d = xd + xe / 32;
 #pragma unroll 1
@@ -2081,7 +2087,7 @@ __device__ __forceinline__ void rows_shx(const uint8_t *const *wp, unsigned ok, 
 #pragma unroll 1
         for (int r = 0; r < R; r++) {
             float v = acc[R - 1];
-            if ((ok >> r) & 1) v += Q::dot(buf + r * cap + (int)((uintptr_t)(wp[r] + cb0) & 15) - (int)cb0 + it * SB, j, xv);
+            if ((ok >> r) & 1) v += Q::dot(staged_row(buf, r, cap, wp, cb0) + it * SB, j, xv);
 #pragma unroll
             for (int k = R - 1; k > 0; k--) acc[k] = acc[k - 1];
             acc[0] = v;
@@ -2111,9 +2117,10 @@ template <int T, int W> struct QWsel { using Q = QW<T>; enum { L = 8 }; };
 template <> struct QWsel<GGML_TYPE_Q4_K, 4> { using Q = QW4K; enum { L = 4 }; };
 /* pre: the first chunk's copies were issued already (pk_issue, the same arguments).
  * T: a type with a wide dot (QW<T>::OK). Row r's total goes to res[r] (the warp's
- * shared slots; read them after __syncwarp). xstr != 0: row r has its own x, elements
- * r * xstr on (scales xd + r * xstr / 32). Rows go two at a time (one x load for both
- * when they share it, two independent sums) in a rolled loop: the persistent kernel must
+ * shared slots; read them after __syncwarp). xstr == 0: the rows share x (rows_shx).
+ * xstr != 0: row r has its own x, elements r * xstr on (scales xd + r * xstr / 32), by
+ * rows_own for Q4_K / Q6_K and otherwise two rows at a time (two independent sums) in a
+ * rolled loop: the persistent kernel must
  * stay small for the instruction cache, which a fully unrolled R x dot per phase and type
  * overflowed. (One non-inlined copy for all phases was smaller still, 150 KB against
  * 230, but its calls spilled: 337 against 354 tok/s.) stamp (QWEN3MOE_PERSIST_PROF, else
@@ -2152,9 +2159,9 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, s
 #pragma unroll 1
         for (int r = 0; r < R; r += 2) {
             const bool ok0 = (ok >> r) & 1, ok1 = (ok >> (r + 1)) & 1;
-            const uint8_t *s0 = buf + r * cap + (int)((uintptr_t)(wp[r] + cb0) & 15) - cb0;
-            const uint8_t *s1 = ok1 ? buf + (r + 1) * cap + (int)((uintptr_t)(wp[r + 1] + cb0) & 15) - cb0 : s0;
-            /* a row's own x (xstr != 0): an invalid row reads row 0's instead, which exists
+            const uint8_t *s0 = staged_row(buf, r, cap, wp, cb0);
+            const uint8_t *s1 = ok1 ? staged_row(buf, r + 1, cap, wp, cb0) : s0;
+            /* each row's own x: an invalid row reads row 0's instead, which exists
              * (the loop stays free of branches around its loads; the result is dropped) */
             const int xe0 = (ok0 ? r : 0) * xstr, xe1 = (ok1 ? r + 1 : 0) * xstr;
             const float2 *d0 = xd + xe0 / 32, *d1 = xd + xe1 / 32;
@@ -2164,7 +2171,7 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, s
                 typename Q::X xv;
                 Q::x(xq, xe0, d0, it, j, xv);
                 if (ok0) a0 += Q::dot(s0 + it * SB, j, xv);
-                if (xstr) Q::x(xq, xe1, d1, it, j, xv);
+                Q::x(xq, xe1, d1, it, j, xv);
                 if (ok1) a1 += Q::dot(s1 + it * SB, j, xv);
             }
             warp_sum2(a0, a1);
