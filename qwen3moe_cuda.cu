@@ -3351,9 +3351,12 @@ static void persist_prof_report(GpuModel *g) {
     for (int b = 0; b < nbar; b++) {
         unsigned long long mx = 0, mn = ~0ull;
         for (int i = 0; i < G; i++) { mx = std::max(mx, h[(size_t)b * G + i]); mn = std::min(mn, h[(size_t)b * G + i]); }
-        work[b % P] += (double)(mx - pass[b]) / NL;
-        spread[b % P] += (double)(mx - mn) / NL;
-        wait[b % P] += (double)(pass[b + 1] - mx) / NL;
+        /* %globaltimer ticks coarsely: a block's arrival can read later than block 0's pass
+         * of the same barrier; such a pass counts as 0, not as an unsigned wrap-around */
+        const auto us = [](unsigned long long t1, unsigned long long t0) { return t1 > t0 ? (double)(t1 - t0) : 0.0; };
+        work[b % P] += us(mx, pass[b]) / NL;
+        spread[b % P] += us(mx, mn) / NL;
+        wait[b % P] += us(pass[b + 1], mx) / NL;
     }
     fprintf(stderr, "persistent kernel, last step (us per layer): phase, slowest block, first-to-last arrival, barrier pass\n");
     double tot = 0;
