@@ -1286,54 +1286,38 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
 }
 
 /* Element d of one head's output from the partials (acc[D], max, sum) of its nv chunks,
- * pp[c * (D + 2)], read past L1 (the persistent kernel's other SMs). The first AM_PRE
- * chunks' loads all go out at once, a round trip for a merge of up to AM_PRE chunks (two
- * passes of 4 at a time took up to four); further chunks 4 at a time. The same arithmetic
- * in the same order either way. */
+ * pp[c * (D + 2)], read past L1 (the persistent kernel's other SMs). AM_PRE chunks' loads
+ * go out at once, a round trip each AM_PRE chunks in one pass: the running max and sums
+ * rescaled when a later group raises the max (as the attention's online softmax), where a
+ * max pass and a sum pass of 4 chunks at a time took 2 x nv / 4 round trips (C was 7.9 us
+ * a layer at depth 8192, 57 chunks). Up to AM_PRE chunks (every step below depth 128 with
+ * 16-position chunks) the arithmetic is that of one max and one sum, in chunk order. */
 #define AM_PRE 8
 __device__ __forceinline__ float attn_merge(const float *pp, int nv, int D, int d) {
-    float m0[AM_PRE], v0[AM_PRE], l0[AM_PRE];
+    float M = -INFINITY, acc = 0.f, L = 0.f;
+    for (int c0 = 0; c0 < nv; c0 += AM_PRE) {
+        float m[AM_PRE], v[AM_PRE], l[AM_PRE];
 #pragma unroll
-    for (int u = 0; u < AM_PRE; u++) {
-        const bool ok = u < nv;
-        const float *q = pp + u * (D + 2);
-        m0[u] = ok ? __ldcg(q + D) : -INFINITY;
-        v0[u] = ok ? __ldcg(q + d) : 0.f;
-        l0[u] = ok ? __ldcg(q + D + 1) : 0.f;
-    }
-    float M = -INFINITY;
-#pragma unroll
-    for (int u = 0; u < AM_PRE; u++) M = fmaxf(M, m0[u]);
-    for (int c0 = AM_PRE; c0 < nv; c0 += 4) {
-        float m[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) m[u] = c0 + u < nv ? __ldcg(pp + (c0 + u) * (D + 2) + D) : -INFINITY;
-#pragma unroll
-        for (int u = 0; u < 4; u++) M = fmaxf(M, m[u]);
-    }
-    float acc = 0.f, L = 0.f;
-#pragma unroll
-    for (int u = 0; u < AM_PRE; u++) {
-        const float f = expf(m0[u] - M);
-        acc += v0[u] * f;
-        L += l0[u] * f;
-    }
-    for (int c0 = AM_PRE; c0 < nv; c0 += 4) {
-        float m[4], v[4], l[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
+        for (int u = 0; u < AM_PRE; u++) {
             const bool ok = c0 + u < nv;
             const float *q = pp + (c0 + u) * (D + 2);
             m[u] = ok ? __ldcg(q + D) : -INFINITY;
             v[u] = ok ? __ldcg(q + d) : 0.f;
             l[u] = ok ? __ldcg(q + D + 1) : 0.f;
         }
+        float Mn = M;
 #pragma unroll
-        for (int u = 0; u < 4; u++) {
-            const float f = expf(m[u] - M);
+        for (int u = 0; u < AM_PRE; u++) Mn = fmaxf(Mn, m[u]);   /* finite: chunk c0 holds a position */
+        const float corr = M == -INFINITY ? 0.f : expf(M - Mn);
+        acc *= corr;
+        L *= corr;
+#pragma unroll
+        for (int u = 0; u < AM_PRE; u++) {
+            const float f = expf(m[u] - Mn);
             acc += v[u] * f;
             L += l[u] * f;
         }
+        M = Mn;
     }
     return acc / L;
 }

@@ -830,6 +830,7 @@ int main(int argc, char **argv) {
     test_attention(64, 6, 2, 300, 41, 5, 32);
     test_attention(256, 8, 8, 130, 129, 1, 64);
     test_attention(128, 12, 1, 1000, 999, 1, 256);
+    test_attention(128, 8, 2, 2000, 1900, 2, 16);   /* 60 chunks of 32: the merge's several groups of AM_PRE */
     CU(cudaDeviceSynchronize());
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
