@@ -1288,10 +1288,11 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
 /* Element d of one head's output from the partials (acc[D], max, sum) of its nv chunks,
  * pp[c * (D + 2)], read past L1 (the persistent kernel's other SMs). AM_PRE chunks' loads
  * go out at once, a round trip each AM_PRE chunks in one pass: the running max and sums
- * rescaled when a later group raises the max (as the attention's online softmax), where a
- * max pass and a sum pass of 4 chunks at a time took 2 x nv / 4 round trips (C was 7.9 us
- * a layer at depth 8192, 57 chunks). Up to AM_PRE chunks (every step below depth 128 with
- * 16-position chunks) the arithmetic is that of one max and one sum, in chunk order. */
+ * rescaled when a later group raises the max (as the attention's online softmax). Past the
+ * first AM_PRE, a max pass and a sum pass of 4 chunks at a time took 1 + (nv - AM_PRE) / 2
+ * round trips (C was 7.9 us a layer at depth 8192, 57 chunks). Up to AM_PRE chunks (every
+ * step below depth 128 with 16-position chunks) the arithmetic is that of one max and one
+ * sum, in chunk order, as before. */
 #define AM_PRE 8
 __device__ __forceinline__ float attn_merge(const float *pp, int nv, int D, int d) {
     float M = -INFINITY, acc = 0.f, L = 0.f;
