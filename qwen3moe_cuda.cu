@@ -1286,13 +1286,11 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
 }
 
 /* Element d of one head's output from the partials (acc[D], max, sum) of its nv chunks,
- * pp[c * (D + 2)], read past L1 (the persistent kernel's other SMs). AM_PRE chunks' loads
- * go out at once, a round trip each AM_PRE chunks in one pass: the running max and sums
- * rescaled when a later group raises the max (as the attention's online softmax). Past the
- * first AM_PRE, a max pass and a sum pass of 4 chunks at a time took 1 + (nv - AM_PRE) / 2
- * round trips (C was 7.9 us a layer at depth 8192, 57 chunks). Up to AM_PRE chunks (every
- * step below depth 128 with 16-position chunks) the arithmetic is that of one max and one
- * sum, in chunk order, as before. */
+ * pp[c * (D + 2)], read past L1 (the persistent kernel's other SMs). One pass, AM_PRE
+ * chunks' loads in flight at once, the running max and sums rescaled when a later group
+ * raises the max: a round trip per AM_PRE chunks, where separate max and sum passes cost
+ * two (deep contexts have up to 64 chunks). Up to AM_PRE chunks the arithmetic is one max
+ * and one sum in chunk order. */
 #define AM_PRE 8
 __device__ __forceinline__ float attn_merge(const float *pp, int nv, int D, int d) {
     float M = -INFINITY, acc = 0.f, L = 0.f;
@@ -3338,10 +3336,10 @@ static void persist_prof_report(GpuModel *g) {
         for (int i = 0; i < G; i++) { mx = std::max(mx, h[(size_t)b * G + i]); mn = std::min(mn, h[(size_t)b * G + i]); }
         /* %globaltimer ticks coarsely: a block's arrival can read later than block 0's pass
          * of the same barrier; such a pass counts as 0, not as an unsigned wrap-around */
-        const auto us = [](unsigned long long t1, unsigned long long t0) { return t1 > t0 ? (double)(t1 - t0) : 0.0; };
-        work[b % P] += us(mx, pass[b]) / NL;
-        spread[b % P] += us(mx, mn) / NL;
-        wait[b % P] += us(pass[b + 1], mx) / NL;
+        const auto ns = [](unsigned long long t1, unsigned long long t0) { return t1 > t0 ? (double)(t1 - t0) : 0.0; };
+        work[b % P] += ns(mx, pass[b]) / NL;
+        spread[b % P] += ns(mx, mn) / NL;
+        wait[b % P] += ns(pass[b + 1], mx) / NL;
     }
     fprintf(stderr, "persistent kernel, last step (us per layer): phase, slowest block, first-to-last arrival, barrier pass\n");
     double tot = 0;
