@@ -2558,16 +2558,20 @@ template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, cons
     }
 }
 
-/* H: the output head, 8 rows a group; the argmax reduced over the group's rows before its
- * one atomic (one per row would queue 152K atomics on one address) */
+/* H: the output head, PK_HR rows a group; the argmax reduced over the group's rows before
+ * its one atomic (one per row would queue 152K atomics on one address). 4 rows, not 8: a
+ * whole 2048-wide Q6_K row (1,680 bytes) fits a 4-row staging slot, so a group is one
+ * contiguous 6.7 KB read instead of two column chunks of 8 rows (head 122 -> 112 us on the
+ * H100, bench/NOTES.md P56). */
+#define PK_HR 4
 template <int FAM> __device__ void pk_pre_head(const PArgs &a, const PSmem &s, int gw) {
     norm_stage_w(a.out_norm, a.E, s.xsf);
     cp_async_commit();
-    if (gw * 8 < a.nvocab) {
-        const uint8_t *wp[8];
+    if (gw * PK_HR < a.nvocab) {
+        const uint8_t *wp[PK_HR];
 #pragma unroll
-        for (int r = 0; r < 8; r++) wp[r] = a.out_w + (size_t)min(gw * 8 + r, a.nvocab - 1) * a.out_rb;
-        pk_issue<FAM, 8>(a.out_t, wp, 0xFFu, a.out_rb, s.wb + (threadIdx.x / WARP) * PK_WB);
+        for (int r = 0; r < PK_HR; r++) wp[r] = a.out_w + (size_t)min(gw * PK_HR + r, a.nvocab - 1) * a.out_rb;
+        pk_issue<FAM, PK_HR>(a.out_t, wp, (1u << PK_HR) - 1u, a.out_rb, s.wb + (threadIdx.x / WARP) * PK_WB);
     } else {
         cp_async_commit();
     }
@@ -2577,17 +2581,17 @@ template <int FAM> __device__ void pk_head(const PArgs &a, const PSmem &s, int g
     const int lane = threadIdx.x % WARP;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-    for (int g = gw; g * 8 < a.nvocab; g += NW) {
-        const int row0 = g * 8, nv = min(8, a.nvocab - row0);
-        const uint8_t *wp[8];
+    for (int g = gw; g * PK_HR < a.nvocab; g += NW) {
+        const int row0 = g * PK_HR, nv = min(PK_HR, a.nvocab - row0);
+        const uint8_t *wp[PK_HR];
 #pragma unroll
-        for (int r = 0; r < 8; r++) wp[r] = a.out_w + (size_t)min(row0 + r, a.nvocab - 1) * a.out_rb;
-        pk_rows<FAM, 8>(a.out_t, wp, g == gw ? 0xFFu : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
+        for (int r = 0; r < PK_HR; r++) wp[r] = a.out_w + (size_t)min(row0 + r, a.nvocab - 1) * a.out_rb;
+        pk_rows<FAM, PK_HR>(a.out_t, wp, g == gw ? (1u << PK_HR) - 1u : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
         const float v = lane < nv ? res[lane] : 0.f;
         if (lane < nv) a.logits[row0 + lane] = v;
         unsigned long long key = lane < nv && v == v ? argmax_key(v, row0 + lane) : 0ull;
 #pragma unroll
-        for (int o = 4; o > 0; o >>= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
+        for (int o = PK_HR / 2; o > 0; o >>= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
         if (lane == 0 && key) atomicMax(a.amax, key);
     }
 }
@@ -2646,6 +2650,8 @@ template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(co
     if (a.head) {
         PK_SYNC(pk_pre_head<FAM>(a, s, gw));
         pk_head<FAM>(a, s, gw, NW);
+        /* the head's end per block, in the profile's last row (the report's H line) */
+        if (a.prof && threadIdx.x == 0) a.prof[(size_t)(PK_PROF_MAXB - 1) * gridDim.x + blockIdx.x] = gtimer();
     }
 #undef PK_SYNC
 }
@@ -3178,7 +3184,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     CK(cudaMemcpy(g->d_pl, pl.data(), sizeof(PLayer) * c.n_layer, cudaMemcpyHostToDevice));
     CK(cudaMemset(g->pk_hcnt, 0, sizeof(unsigned) * (c.n_head + 2 * c.n_head_kv)));
     CK(cudaMemset(g->pk_qcnt, 0, sizeof(unsigned) * c.n_expert_used * (g->Fpad / 32)));
-    if (getenv("QWEN3MOE_PERSIST_PROF") && PK_PHASES * c.n_layer < PK_PROF_MAXB && PK_MARKS * c.n_layer <= PK_PROF_MAXB) {
+    if (getenv("QWEN3MOE_PERSIST_PROF") && PK_PHASES * c.n_layer + 1 < PK_PROF_MAXB - 1 && PK_MARKS * c.n_layer <= PK_PROF_MAXB) {   /* barrier rows, then the head's end row */
         const size_t n = (size_t)PK_PROF_MAXB * (g->pk_grid + 2);
         CK(cudaMalloc(&g->pk_prof, n * sizeof(unsigned long long)));
         CK(cudaMemset(g->pk_prof, 0, n * sizeof(unsigned long long)));
@@ -3365,6 +3371,9 @@ static void persist_prof_report(GpuModel *g) {
     }
     fprintf(stderr, "\n");
     fprintf(stderr, "  total %.1f us per layer, %.3f ms the step's layers\n", tot / 1e3, (double)(pass[nbar] - pass[0]) / 1e6);
+    unsigned long long hend = 0;   /* the head's end per block (k_persist's last row), 0 when the step had no head */
+    for (int i = 0; i < G; i++) hend = std::max(hend, h[(size_t)(PK_PROF_MAXB - 1) * G + i]);
+    if (hend) fprintf(stderr, "  H norm+head+argmax %.1f us (from its barrier's pass to the last block's end)\n", (hend > pass[nbar + 1] ? hend - pass[nbar + 1] : 0) / 1e3);
 }
 
 extern "C" void gpu_free(GpuModel *g) {
