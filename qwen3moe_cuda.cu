@@ -1759,7 +1759,8 @@ struct PArgs {
     float *x, *qkv, *part, *rpart, *h;
     int8_t *aq, *hq;
     float *ad, *hd;   /* float2s in the persistent kernel: per 32, the scale and the scale times the sum (warp_quant2) */
-    unsigned *bar, *hcnt, *qcnt;
+    unsigned *bar, *qcnt;
+    unsigned long long *ssx;   /* A: a head half's sum of squares, flagged (pk_rope) */
     const int *pos_dev;
     int *rec;
     float *recp;
@@ -2233,41 +2234,42 @@ __device__ __forceinline__ bool warp_completes(unsigned *cnt, unsigned n, unsign
     return done;
 }
 
-/* One head after the q/k/v matvec (one warp): q and k RMS-normalized over the head and
- * rotated (NEOX pairs i, i + D/2), as k_qk_rope; q stays in qkv, k and v go to the cache. */
-__device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int pos) {
+/* Half hf of q or k head hh after its matvec (one warp): the pairs (i, i + D/2) for i in
+ * [32 hf, 32 hf + 32), from the block's row totals y in shared memory (pair j's rows are
+ * warp j/2's slots j%2 and j%2 + 2). The head's sum of squares is its halves' partials:
+ * this block's goes to its slot with a flag, the other half's is read from the other slot
+ * (one round trip; the blocks are co-resident). Then q or k is RMS-normalized and rotated
+ * as in k_qk_rope: q to qkv for B, k to the cache. B clears the slots for the next layer. */
+__device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int hf, int pos, const float *y) {
     const int lane = threadIdx.x % WARP, D = PK_D, half = D / 2;
-    if (hh >= a.nh + a.nkv) {
-        const int kvh = hh - a.nh - a.nkv;
-        const float *v = a.qkv + a.qdim + a.kvdim + kvh * D;
-        for (int d = lane; d < D; d += WARP) L.vc[(size_t)pos * a.kvdim + kvh * D + d] = __float2half(__ldcg(v + d));
-        return;
-    }
     const bool isq = hh < a.nh;
-    float *v = isq ? a.qkv + hh * D : a.qkv + a.qdim + (hh - a.nh) * D;
     const float *w = isq ? L.q_norm : L.k_norm;
-    float x0[2], x1[2], ss = 0.f;
-#pragma unroll
-    for (int j = 0; j < 2; j++) {
-        x0[j] = __ldcg(v + lane + 32 * j);
-        x1[j] = __ldcg(v + lane + 32 * j + half);
-        ss += x0[j] * x0[j] + x1[j] * x1[j];
+    const int i = 32 * hf + lane, yi = PK_MAXK * (lane / 2) + (lane & 1);
+    const float x0 = y[yi], x1 = y[yi + 2];
+    const float ss = warp_sum(x0 * x0 + x1 * x1);
+    unsigned long long *slot = a.ssx + 2 * hh;
+    float oth = 0.f;
+    if (lane == 0) {
+        const unsigned long long v = (1ull << 32) | __float_as_uint(ss);
+        asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(slot + hf), "l"(v) : "memory");
+        unsigned long long o;
+        do asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(o) : "l"(slot + (hf ^ 1)) : "memory");
+        while (!(o >> 32));
+        oth = __uint_as_float((unsigned)o);
     }
-    ss = warp_sum(ss);
-    const float sc = 1.0f / sqrtf(ss / D + a.eps);
-#pragma unroll
-    for (int j = 0; j < 2; j++) {
-        const int t = lane + 32 * j;
-        float r0, r1;
-        rope_pair<true>(x0[j] * sc * w[t], x1[j] * sc * w[t + half], pos, t, a.theta_scale, r0, r1);
-        if (isq) {
-            v[t] = r0;
-            v[t + half] = r1;
-        } else {
-            __half *dst = L.kc + (size_t)pos * a.kvdim + (hh - a.nh) * D;
-            dst[t] = __float2half(r0);
-            dst[t + half] = __float2half(r1);
-        }
+    oth = __shfl_sync(0xffffffffu, oth, 0);
+    const float tot = hf ? oth + ss : ss + oth;   /* the same order in both halves */
+    const float sc = 1.0f / sqrtf(tot / D + a.eps);
+    float r0, r1;
+    rope_pair<true>(x0 * sc * w[i], x1 * sc * w[i + half], pos, i, a.theta_scale, r0, r1);
+    if (isq) {
+        float *q = a.qkv + hh * D;
+        q[i] = r0;
+        q[i + half] = r1;
+    } else {
+        __half *dst = L.kc + (size_t)pos * a.kvdim + (hh - a.nh) * D;
+        dst[i] = __float2half(r0);
+        dst[i + half] = __float2half(r1);
     }
 }
 
@@ -2276,47 +2278,87 @@ __device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xs
     norm_x(x, E, eps, xsf, xs, (float *)xds, rows_pending, true);
 }
 
-/* A: RMSNorm + q/k/v, groups of 4 rows of one head. Group g's rows: */
-__device__ __forceinline__ int pk_qkv_rows(const PArgs &a, const PLayer &L, int g, const uint8_t **wp, int &row0) {
-    const int nq = a.qdim / 4, nk = a.kvdim / 4;
-    const int seg = g < nq ? 0 : g < nq + nk ? 1 : 2;
-    row0 = 4 * (g - (seg == 0 ? 0 : seg == 1 ? nq : nq + nk));
-#pragma unroll
-    for (int r = 0; r < 4; r++) wp[r] = L.w[PW_Q + seg] + (size_t)(row0 + r) * L.rb[PW_Q + seg];
-    return seg;
+/* A: RMSNorm + q/k/v. A q or k head is two blocks' (halves hf = 0, 1: the rope pairs
+ * (i, i + 64) for i in [32 hf, 32 hf + 32), 4 rows a warp), so its rope needs only the
+ * block's barrier and one exchange of the halves' sums of squares (pk_rope), where a head
+ * spread over 32 blocks needed a counter and a re-read from L2 (two round trips after the
+ * multiply; the blocks that completed a head arrived last). 72 blocks pull the 6 MB as fast
+ * as 132 (bench/NOTES.md P57). v needs no rope: groups of 4 rows in the other blocks' warps,
+ * written to the cache as they come. Unit u = 2 hh + hf; a block takes units in increasing
+ * order, so every pair of halves is reached (no block waits on a unit that waits on it). */
+__device__ __forceinline__ void pk_head_rows(const PArgs &a, const PLayer &L, int u, const uint8_t **wp) {
+    const int hh = u / 2, seg = hh < a.nh ? PW_Q : PW_K;
+    const size_t r0 = (size_t)(hh < a.nh ? hh : hh - a.nh) * PK_D + 32 * (u & 1) + 2 * (threadIdx.x / WARP);
+    wp[0] = L.w[seg] + r0 * L.rb[seg];
+    wp[1] = wp[0] + L.rb[seg];
+    wp[2] = wp[0] + (size_t)(PK_D / 2) * L.rb[seg];
+    wp[3] = wp[2] + L.rb[seg];
 }
-/* before A (before the barrier wait): the norm weights, then the first group's rows */
+__device__ __forceinline__ void pk_v_rows(const PLayer &L, int vg, const uint8_t **wp) {
+#pragma unroll
+    for (int r = 0; r < 4; r++) wp[r] = L.w[PW_V] + (size_t)(4 * vg + r) * L.rb[PW_V];
+}
+/* the v groups' warps: those of the blocks without a head half first (every warp when none is free) */
+__device__ __forceinline__ void pk_v_warps(const PArgs &a, int gw, int &vw, int &nvw) {
+    const int nu = 2 * (a.nh + a.nkv), free = (int)gridDim.x - nu;
+    if (free > 0) {
+        vw = (int)blockIdx.x < nu ? -1 : (int)(threadIdx.x / WARP) * free + ((int)blockIdx.x - nu);
+        nvw = free * PK_WARPS;
+    } else {
+        vw = gw;
+        nvw = (int)gridDim.x * PK_WARPS;
+    }
+}
+/* before A (before the barrier wait): the norm weights, then the first head half's or v group's rows */
 template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
     norm_stage_w(L.attn_norm, a.E, s.xsf);
     cp_async_commit();
+    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    int vw, nvw;
+    pk_v_warps(a, gw, vw, nvw);
     const uint8_t *wp[4];
-    int row0 = 0;
-    const int seg = gw < (a.qdim + 2 * a.kvdim) / 4 ? pk_qkv_rows(a, L, gw, wp, row0) : -1;
-    if (seg >= 0) pk_issue<FAM, 4>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], s.wb + (threadIdx.x / WARP) * PK_WB);
-    else cp_async_commit();
+    if ((int)blockIdx.x < 2 * (a.nh + a.nkv)) {
+        const int u = blockIdx.x, seg = u / 2 < a.nh ? PW_Q : PW_K;
+        pk_head_rows(a, L, u, wp);
+        pk_issue<FAM, 4>(L.t[seg], wp, 0xFu, L.rb[seg], buf);
+    } else if (vw >= 0 && vw < a.kvdim / 4) {
+        pk_v_rows(L, vw, wp);
+        pk_issue<FAM, 4>(L.t[PW_V], wp, 0xFu, L.rb[PW_V], buf);
+    } else {
+        cp_async_commit();
+    }
 }
 template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos, int gw, int NW) {
     pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
     pk_mark(a, l, 6);
-    const int lane = threadIdx.x % WARP;
+    const int lane = threadIdx.x % WARP, nu = 2 * (a.nh + a.nkv);
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
-    for (int g = gw; g < (a.qdim + 2 * a.kvdim) / 4; g += NW) {
+    float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
+    for (int u = blockIdx.x; u < nu; u += gridDim.x) {
         const uint8_t *wp[4];
-        int row0;
-        const int seg = pk_qkv_rows(a, L, g, wp, row0);
-        float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 4, PK_W>(L.t[PW_Q + seg], wp, 0xFu, L.rb[PW_Q + seg], a.E, s.xs, s.xds, 0, res, buf, g == gw, g == gw ? pk_stamp(a, l, 10) : nullptr);
-        if (g == gw) pk_mark(a, l, 7);
-        float *y = a.qkv + (seg == 0 ? 0 : seg == 1 ? a.qdim : a.qdim + a.kvdim) + row0;
-        const int hh = (seg == 0 ? 0 : seg == 1 ? a.nh : a.nh + a.nkv) + row0 / PK_D;
-        if (lane == 0)
-            for (int r = 0; r < 4; r++) y[r] = res[r];
-        if (warp_completes(a.hcnt + hh, 4u, PK_D)) pk_rope(a, L, hh, pos);
+        pk_head_rows(a, L, u, wp);
+        const int seg = u / 2 < a.nh ? PW_Q : PW_K;
+        const bool first = u == (int)blockIdx.x;
+        pk_rows<FAM, 4, PK_W>(L.t[seg], wp, 0xFu, L.rb[seg], a.E, s.xs, s.xds, 0, res, buf, first, first ? pk_stamp(a, l, 10) : nullptr);
+        if (first) pk_mark(a, l, 7);
+        __syncthreads();
+        if (threadIdx.x < WARP) pk_rope(a, L, u / 2, u & 1, pos, s.res);
+        if (u + (int)gridDim.x < nu || (int)gridDim.x <= nu) __syncthreads();   /* s.res is the next unit's, or the v groups' below */
+    }
+    int vw, nvw;
+    pk_v_warps(a, gw, vw, nvw);
+    for (int vg = vw; vg >= 0 && vg < a.kvdim / 4; vg += nvw) {
+        const uint8_t *wp[4];
+        pk_v_rows(L, vg, wp);
+        pk_rows<FAM, 4, PK_W>(L.t[PW_V], wp, 0xFu, L.rb[PW_V], a.E, s.xs, s.xds, 0, res, buf, vg == vw && (int)blockIdx.x >= nu);
+        if (lane < 4) L.vc[(size_t)pos * a.kvdim + 4 * vg + lane] = __float2half(res[lane]);
     }
 }
 
 /* B: attention partials, 4 warps per (KV head, group of PK_HB query heads, chunk). */
 __device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos) {
+    if (blockIdx.x == gridDim.x - 1)   /* A's sum-of-squares slots, read by now (pk_rope), for the next layer */
+        for (int i = threadIdx.x; i < 2 * (a.nh + a.nkv); i += blockDim.x) a.ssx[i] = 0ull;
     const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1);
     const int G = a.nh / a.nkv, nhg = (G + PK_HB - 1) / PK_HB, quad = threadIdx.x / 128, nquad = PK_THREADS / 128;
     float *sm = (float *)s.wb + quad * (8 * PK_HB + 4 * PK_HB * PK_D);
@@ -3080,7 +3122,8 @@ struct GpuModel {
     int pk_fam;              /* the type family its instantiation serves (PK_FAM0..) */
     size_t pk_smem_bytes;
     PLayer *d_pl;
-    unsigned *pk_bar, *pk_hcnt, *pk_qcnt;
+    unsigned *pk_bar, *pk_qcnt;
+    unsigned long long *pk_ssx;
     float *rpart;
     unsigned long long *pk_prof;   /* QWEN3MOE_PERSIST_PROF: phase times of the last step, reported by gpu_free */
     char persist_why[96];    /* why not, when it is off */
@@ -3182,7 +3225,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     }
     CK(cudaMalloc(&g->d_pl, sizeof(PLayer) * c.n_layer));
     CK(cudaMemcpy(g->d_pl, pl.data(), sizeof(PLayer) * c.n_layer, cudaMemcpyHostToDevice));
-    CK(cudaMemset(g->pk_hcnt, 0, sizeof(unsigned) * (c.n_head + 2 * c.n_head_kv)));
+    CK(cudaMemset(g->pk_ssx, 0, sizeof(unsigned long long) * 2 * (c.n_head + c.n_head_kv)));
     CK(cudaMemset(g->pk_qcnt, 0, sizeof(unsigned) * c.n_expert_used * (g->Fpad / 32)));
     if (getenv("QWEN3MOE_PERSIST_PROF") && PK_PHASES * c.n_layer + 1 < PK_PROF_MAXB - 1 && PK_MARKS * c.n_layer <= PK_PROF_MAXB) {   /* barrier rows, then the head's end row */
         const size_t n = (size_t)PK_PROF_MAXB * (g->pk_grid + 2);
@@ -3205,7 +3248,7 @@ static int launch_persist(GpuModel *g, char *err, size_t errlen) {
     a.eps = c.rms_eps; a.theta_scale = g->theta_scale; a.scale = 1.0f / sqrtf((float)c.head_dim);
     a.x = g->x; a.qkv = g->qkv; a.part = g->part; a.rpart = g->rpart; a.h = g->h;
     a.aq = g->xq; a.ad = g->xd; a.hq = g->hq; a.hd = g->hd;
-    a.bar = g->pk_bar; a.hcnt = g->pk_hcnt; a.qcnt = g->pk_qcnt;
+    a.bar = g->pk_bar; a.ssx = g->pk_ssx; a.qcnt = g->pk_qcnt;
     a.pos_dev = g->d_io + 1;
     a.rec = g->rec; a.recp = g->recp; a.force = g->d_force; a.force_on = g->d_force_on;
     a.prof = g->pk_prof;
@@ -3278,7 +3321,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->logits = b.take<float>(V);
     g->part = b.take<float>((size_t)nh * std::max(g->nch, 64) * (D + 2));   /* k_persist: up to 64 chunks at any depth */
     g->pk_bar = b.take<unsigned>(1);
-    g->pk_hcnt = b.take<unsigned>((size_t)nh + 2 * c.n_head_kv);
+    g->pk_ssx = b.take<unsigned long long>(2 * ((size_t)nh + c.n_head_kv));
     g->pk_qcnt = b.take<unsigned>((size_t)K * g->Fpad / 32);
     g->rpart = b.take<float>((size_t)NE * (E / 256 + 1));
     /* prefill, NB_MAX tokens */
