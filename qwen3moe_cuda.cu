@@ -3207,6 +3207,14 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
         CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, PK_THREADS, g->pk_smem_bytes));
         if (occ < 1) why = "the kernel does not fit an SM";
         g->pk_grid = nsm;   /* one block an SM: co-resident (the cooperative launch checks it) */
+        /* fewer blocks, for tests: a phase's units then loop over the grid (A's head halves,
+         * v groups on the blocks that also hold a head) */
+        if (const char *ge = getenv("QWEN3MOE_PERSIST_GRID")) {
+            char *end = nullptr;
+            const long v = strtol(ge, &end, 10);
+            if (end == ge || *end || v < 1 || v > nsm) why = "QWEN3MOE_PERSIST_GRID is not a block count from 1 to the SM count";
+            else g->pk_grid = (int)v;
+        }
     }
     if (why) {
         snprintf(g->persist_why, sizeof g->persist_why, "%s", why);

@@ -122,6 +122,19 @@ for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--p
     if [ "$rc" -eq 0 ] && [ "${path#persistent kernel}" != "$path" ]; then
         ok "parity $name, long prompt, on the $path: $(grep -E 'mean cosine|min cosine|expert sets' "$LOG/$name.parity.log" | tr -s ' ' | cut -c1-60 | tr '\n' ';')"
     else nok "parity $name on the persistent kernel (exit $rc, decode: ${path:-?})"; grep -E "FAIL|DIFFERS|rror" "$LOG/$name.parity.log" | head -5; fi
+    # a grid of 7 blocks: A's 34 head halves loop over it (every block also holds v groups),
+    # and every other phase's units loop too
+    if [ "$name" = pk-g16-q4_k_m ]; then
+        QWEN3MOE_PERSIST_GRID=7 "$Q" -m "$m" --parity --raw -p "$LONG" -n 12 > "$LOG/$name.grid7.parity.log" 2>&1; rc=$?
+        path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.grid7.parity.log")
+        if [ "$rc" -eq 0 ] && [ "${path#persistent kernel, 7 blocks}" != "$path" ]; then
+            ok "parity $name with QWEN3MOE_PERSIST_GRID=7 on the $path: $(grep -E 'mean cosine|min cosine' "$LOG/$name.grid7.parity.log" | tr -s ' ' | cut -c1-60 | tr '\n' ';')"
+        else nok "parity $name with QWEN3MOE_PERSIST_GRID=7 (exit $rc, decode: ${path:-?})"; grep -E "FAIL|DIFFERS|rror" "$LOG/$name.grid7.parity.log" | head -5; fi
+        QWEN3MOE_PERSIST_GRID=0 "$Q" -m "$m" --parity --raw -p "$PROMPT" -n 4 > "$LOG/$name.grid0.parity.log" 2>&1; rc=$?
+        path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.grid0.parity.log")
+        if [ "$rc" -eq 0 ] && [ "${path#kernel graph (QWEN3MOE_PERSIST_GRID}" != "$path" ]; then ok "QWEN3MOE_PERSIST_GRID=0 is refused with its reason: $path"
+        else nok "QWEN3MOE_PERSIST_GRID=0 (exit $rc, decode: ${path:-?})"; fi
+    fi
     pf=$(sed -n 's/^  GPU prefill *//p' "$LOG/$name.parity.log")
     if [ "$pf" = "expert GEMM on quantized weights" ]; then ok "$name: prefill took the $pf"
     else nok "$name: prefill experts by '${pf:-?}', not the expert GEMM on quantized weights"; fi
