@@ -4,24 +4,9 @@
  * persistent kernel's phase A) without slowing the stream. T = 0: the barrier alone.
  *   nvcc -O3 -std=c++17 -arch=sm_90 -o build/burst_probe bench/burst_probe.cu
  *   build/burst_probe            (one line per total and block count)              */
-#include <cstdio>
-#include <cstdint>
-#include <cuda_runtime.h>
-#define CU(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA %s: %s line %d\n", #x, cudaGetErrorString(e_), __LINE__); return 1; } } while (0)
-#define WARPS 16
+#include "probe_common.cuh"
+
 #define SMEM (WARPS * 9728)
-__device__ __forceinline__ uint32_t mix(uint32_t x) { x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16; return x; }
-__device__ __forceinline__ void grid_bar(unsigned *bar, unsigned target) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        asm volatile("fence.acq_rel.gpu;" ::: "memory");
-        atomicAdd(bar, 1u);
-        unsigned v;
-        do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(bar) : "memory");
-        while (v < target);
-    }
-    __syncthreads();
-}
 __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *buf, size_t span, int nact, int per_block, int bursts, unsigned *bar, unsigned long long *sink) {
     extern __shared__ __align__(128) uint8_t sm[];
     unsigned acc = 0, nb = 0;

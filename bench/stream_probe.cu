@@ -7,29 +7,9 @@
  * (one cp.async.bulk per row, completion on an mbarrier).
  *   nvcc -O3 -std=c++17 -arch=sm_90 -o build/stream_probe bench/stream_probe.cu
  *   build/stream_probe            (prints one line per configuration)                  */
-#include <cstdio>
-#include <cstdint>
-#include <cuda_runtime.h>
+#include "probe_common.cuh"
 
-#define CU(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA %s: %s line %d\n", #x, cudaGetErrorString(e_), __LINE__); return 1; } } while (0)
-#define WARPS 16
 #define WB 9728
-
-__device__ __forceinline__ uint32_t mix(uint32_t x) {
-    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
-    return x;
-}
-__device__ __forceinline__ void grid_bar(unsigned *bar, unsigned target) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        asm volatile("fence.acq_rel.gpu;" ::: "memory");
-        atomicAdd(bar, 1u);
-        unsigned v;
-        do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(bar) : "memory");
-        while (v < target);
-    }
-    __syncthreads();
-}
 
 template <int MODE>   /* 0 cp.async, 1 cp.async evict_first, 2 TMA bulk */
 __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *buf, size_t span, size_t region, int R, int RB, int bursts, unsigned *bar,
