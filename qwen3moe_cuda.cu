@@ -2286,6 +2286,7 @@ __device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xs
  * as 132 (bench/NOTES.md P57). v needs no rope: groups of 4 rows in the other blocks' warps,
  * written to the cache as they come. Unit u = 2 hh + hf; a block takes units in increasing
  * order, so every pair of halves is reached (no block waits on a unit that waits on it). */
+static_assert(2 * PK_WARPS == PK_D / 4, "A: a warp's 2 rope pairs, 16 warps a block, cover half a head's 64 pairs");
 __device__ __forceinline__ void pk_head_rows(const PArgs &a, const PLayer &L, int u, const uint8_t **wp) {
     const int hh = u / 2, seg = hh < a.nh ? PW_Q : PW_K;
     const size_t r0 = (size_t)(hh < a.nh ? hh : hh - a.nh) * PK_D + 32 * (u & 1) + 2 * (threadIdx.x / WARP);
@@ -3422,7 +3423,7 @@ static void persist_prof_report(GpuModel *g) {
     }
     fprintf(stderr, "\n");
     fprintf(stderr, "  total %.1f us per layer, %.3f ms the step's layers\n", tot / 1e3, (double)(pass[nbar] - pass[0]) / 1e6);
-    unsigned long long hend = 0;   /* the head's end per block (k_persist's last row), 0 when the step had no head */
+    unsigned long long hend = 0;   /* the head's end per block (k_persist's last row; 0 while no step has had a head) */
     for (int i = 0; i < G; i++) hend = std::max(hend, h[(size_t)(PK_PROF_MAXB - 1) * G + i]);
     if (hend) fprintf(stderr, "  H norm+head+argmax %.1f us (from its barrier's pass to the last block's end)\n", (hend > pass[nbar + 1] ? hend - pass[nbar + 1] : 0) / 1e3);
 }
