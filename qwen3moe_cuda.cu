@@ -1697,8 +1697,9 @@ static DownKernel down2_kernel(int tt) {
  * kernel's blocks do not fit beside the current one's registers and shared memory);
  * here, between arriving at a barrier and passing it, each warp asks L2 for the weight
  * rows of its next phase, so the DRAM round trip overlaps the wait. Per layer:
- *   A  RMSNorm (every block) + q/k/v matvec; the warp completing a head normalizes and
- *      rotates it (q in place, k and v into the cache)
+ *   A  RMSNorm (every block) + q/k/v matvec; a q or k head on a pair of blocks, which
+ *      exchange one sum of squares, normalize and rotate it (q to qkv, k into the cache);
+ *      v's rows on the other blocks, straight into the cache
  *   B  attention partials, (KV head, query-head group, chunk) per 4 warps
  *   C  chunk merge per head, int8 output
  *   D  o-proj + residual
