@@ -2288,13 +2288,16 @@ __device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xs
  * written to the cache as they come. Unit u = 2 hh + hf; a block takes units in increasing
  * order, so every pair of halves is reached (no block waits on a unit that waits on it). */
 static_assert(2 * PK_WARPS == PK_D / 4, "A: a warp's 2 rope pairs, 16 warps a block, cover half a head's 64 pairs");
-__device__ __forceinline__ void pk_head_rows(const PArgs &a, const PLayer &L, int u, const uint8_t **wp) {
+__device__ __forceinline__ int pk_halves(const PArgs &a) { return 2 * (a.nh + a.nkv); }   /* A's units: q and k head halves */
+/* unit u's 4 rows for this warp; returns their weight (PW_Q or PW_K) */
+__device__ __forceinline__ int pk_head_rows(const PArgs &a, const PLayer &L, int u, const uint8_t **wp) {
     const int hh = u / 2, seg = hh < a.nh ? PW_Q : PW_K;
     const size_t r0 = (size_t)(hh < a.nh ? hh : hh - a.nh) * PK_D + 32 * (u & 1) + 2 * (threadIdx.x / WARP);
     wp[0] = L.w[seg] + r0 * L.rb[seg];
     wp[1] = wp[0] + L.rb[seg];
     wp[2] = wp[0] + (size_t)(PK_D / 2) * L.rb[seg];
     wp[3] = wp[2] + L.rb[seg];
+    return seg;
 }
 __device__ __forceinline__ void pk_v_rows(const PLayer &L, int vg, const uint8_t **wp) {
 #pragma unroll
@@ -2302,7 +2305,7 @@ __device__ __forceinline__ void pk_v_rows(const PLayer &L, int vg, const uint8_t
 }
 /* the v groups' warps: those of the blocks without a head half first (every warp when none is free) */
 __device__ __forceinline__ void pk_v_warps(const PArgs &a, int gw, int &vw, int &nvw) {
-    const int nu = 2 * (a.nh + a.nkv), free = (int)gridDim.x - nu;
+    const int nu = pk_halves(a), free = (int)gridDim.x - nu;
     if (free > 0) {
         vw = (int)blockIdx.x < nu ? -1 : (int)(threadIdx.x / WARP) * free + ((int)blockIdx.x - nu);
         nvw = free * PK_WARPS;
@@ -2319,9 +2322,8 @@ template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, c
     int vw, nvw;
     pk_v_warps(a, gw, vw, nvw);
     const uint8_t *wp[4];
-    if ((int)blockIdx.x < 2 * (a.nh + a.nkv)) {
-        const int u = blockIdx.x, seg = u / 2 < a.nh ? PW_Q : PW_K;
-        pk_head_rows(a, L, u, wp);
+    if ((int)blockIdx.x < pk_halves(a)) {
+        const int seg = pk_head_rows(a, L, blockIdx.x, wp);
         pk_issue<FAM, 4>(L.t[seg], wp, 0xFu, L.rb[seg], buf);
     } else if (vw >= 0 && vw < a.kvdim / 4) {
         pk_v_rows(L, vw, wp);
@@ -2333,13 +2335,12 @@ template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, c
 template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos, int gw, int NW) {
     pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
     pk_mark(a, l, 6);
-    const int lane = threadIdx.x % WARP, nu = 2 * (a.nh + a.nkv);
+    const int lane = threadIdx.x % WARP, nu = pk_halves(a);
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
     for (int u = blockIdx.x; u < nu; u += gridDim.x) {
         const uint8_t *wp[4];
-        pk_head_rows(a, L, u, wp);
-        const int seg = u / 2 < a.nh ? PW_Q : PW_K;
+        const int seg = pk_head_rows(a, L, u, wp);
         const bool first = u == (int)blockIdx.x;
         pk_rows<FAM, 4, PK_W>(L.t[seg], wp, 0xFu, L.rb[seg], a.E, s.xs, s.xds, 0, res, buf, first, first ? pk_stamp(a, l, 10) : nullptr);
         if (first) pk_mark(a, l, 7);
@@ -2360,7 +2361,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
 /* B: attention partials, 4 warps per (KV head, group of PK_HB query heads, chunk). */
 __device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos) {
     if (blockIdx.x == gridDim.x - 1)   /* A's sum-of-squares slots, read by now (pk_rope), for the next layer */
-        for (int i = threadIdx.x; i < 2 * (a.nh + a.nkv); i += blockDim.x) a.ssx[i] = 0ull;
+        for (int i = threadIdx.x; i < pk_halves(a); i += blockDim.x) a.ssx[i] = 0ull;
     const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1);
     const int G = a.nh / a.nkv, nhg = (G + PK_HB - 1) / PK_HB, quad = threadIdx.x / 128, nquad = PK_THREADS / 128;
     float *sm = (float *)s.wb + quad * (8 * PK_HB + 4 * PK_HB * PK_D);
@@ -2608,13 +2609,16 @@ template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, cons
  * contiguous 6.7 KB read instead of two column chunks of 8 rows (head 122 -> 112 us on the
  * H100, bench/NOTES.md P56). */
 #define PK_HR 4
+__device__ __forceinline__ void pk_out_rows(const PArgs &a, int g, const uint8_t **wp) {   /* group g's rows, the last repeated past the vocabulary */
+#pragma unroll
+    for (int r = 0; r < PK_HR; r++) wp[r] = a.out_w + (size_t)min(g * PK_HR + r, a.nvocab - 1) * a.out_rb;
+}
 template <int FAM> __device__ void pk_pre_head(const PArgs &a, const PSmem &s, int gw) {
     norm_stage_w(a.out_norm, a.E, s.xsf);
     cp_async_commit();
     if (gw * PK_HR < a.nvocab) {
         const uint8_t *wp[PK_HR];
-#pragma unroll
-        for (int r = 0; r < PK_HR; r++) wp[r] = a.out_w + (size_t)min(gw * PK_HR + r, a.nvocab - 1) * a.out_rb;
+        pk_out_rows(a, gw, wp);
         pk_issue<FAM, PK_HR>(a.out_t, wp, (1u << PK_HR) - 1u, a.out_rb, s.wb + (threadIdx.x / WARP) * PK_WB);
     } else {
         cp_async_commit();
@@ -2628,8 +2632,7 @@ template <int FAM> __device__ void pk_head(const PArgs &a, const PSmem &s, int g
     for (int g = gw; g * PK_HR < a.nvocab; g += NW) {
         const int row0 = g * PK_HR, nv = min(PK_HR, a.nvocab - row0);
         const uint8_t *wp[PK_HR];
-#pragma unroll
-        for (int r = 0; r < PK_HR; r++) wp[r] = a.out_w + (size_t)min(row0 + r, a.nvocab - 1) * a.out_rb;
+        pk_out_rows(a, g, wp);
         pk_rows<FAM, PK_HR>(a.out_t, wp, g == gw ? (1u << PK_HR) - 1u : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
         const float v = lane < nv ? res[lane] : 0.f;
         if (lane < nv) a.logits[row0 + lane] = v;
