@@ -2458,18 +2458,19 @@ __device__ void pk_router(const PArgs &a, const PLayer &L, const PSmem &s, int g
     }
 }
 
-/* F, first: the top-k in every block (the same inputs, the same order: the same choice,
- * which is router_topk_sp's: softmax, descending probability, ties to the lower id), into
- * s.sel / s.selw. Every warp works: each computes softmax_warp's max and sum itself (the
- * same values), and an expert's rank among the others is counted in PK_RQ parts at once
- * (a chain of ne dependent shared loads per thread was the top-k's longest step). The
- * warp buffers are free here (F's rows are issued after it): probabilities and partial
- * ranks live there. */
+/* F, first: the top-k in every block (the same inputs, the same order: the same choice in
+ * every block), into s.sel / s.selw: descending logit, ties to the lower id (the softmax
+ * is monotonic: router_topk_sp's order but for logits whose probabilities round equal).
+ * An expert's rank among the others is counted in PK_RQ parts at once (a chain of ne
+ * dependent shared loads per thread was the top-k's longest step). No softmax over all
+ * experts on this path: the renormalized weights need only the K chosen logits
+ * (exp(l - max) / their sum; the max is the first choice's logit), and the probabilities
+ * recorded for --parity come later, off it (pk_rec_p). The warp buffers are free here
+ * (F's rows are issued after it): partial ranks live there. */
 #define PK_RQ 4
 __device__ void pk_topk(const PArgs &a, const PSmem &s, int l) {
-    const int lane = threadIdx.x % WARP, nsl = a.E / 256, t = threadIdx.x, ne = a.ne;
-    float *pr = (float *)s.wb;
-    int *rk = (int *)s.wb + (ne + 3) / 4 * 4;
+    const int nsl = a.E / 256, t = threadIdx.x, ne = a.ne;
+    int *rk = (int *)s.wb;
     /* the logits: each thread sums one expert's partials (all loads in flight at once) */
     const int fon = __ldcg(a.force_on);
     for (int e = t; e < ne; e += blockDim.x) {
@@ -2483,20 +2484,13 @@ __device__ void pk_topk(const PArgs &a, const PSmem &s, int l) {
     if (t < a.K) { s.sel[t] = t % ne; s.selw[t] = 0.f; }   /* NaN logits rank nowhere: keep the ids in range */
     __syncthreads();
     pk_mark(a, l, 0);
-    float mx = -INFINITY, sum = 0.f;
-    for (int e = lane; e < ne; e += WARP) mx = fmaxf(mx, s.lg[e]);
-    mx = warp_max(mx);
-    for (int e = lane; e < ne; e += WARP) sum += expf(s.lg[e] - mx);
-    sum = warp_sum(sum);
-    for (int e = t; e < ne; e += blockDim.x) pr[e] = expf(s.lg[e] - mx) / sum;
-    __syncthreads();
-    pk_mark(a, l, 1);
+    const float *lgs = s.lg;
     for (int i = t; i < ne * PK_RQ; i += blockDim.x) {
         const int e = i % ne, q = i / ne, o0 = q * ne / PK_RQ, o1 = (q + 1) * ne / PK_RQ;
-        const float p = pr[e];
+        const float p = lgs[e];
         int n = 0;
         if (ne % (4 * PK_RQ) == 0) {   /* 16-byte broadcast loads, all in flight at once */
-            const float4 *p4 = (const float4 *)(pr + o0);
+            const float4 *p4 = (const float4 *)(lgs + o0);
 #pragma unroll 8
             for (int o = 0; o < (o1 - o0) / 4; o++) {
                 const float4 v = p4[o];
@@ -2506,36 +2500,48 @@ __device__ void pk_topk(const PArgs &a, const PSmem &s, int l) {
             }
         } else {
             for (int o = o0; o < o1; o++) {
-                const float v = pr[o];
+                const float v = lgs[o];
                 n += v > p || (v == p && o < e);
             }
         }
         rk[i] = n;
     }
     __syncthreads();
+    pk_mark(a, l, 1);
     for (int e = t; e < ne; e += blockDim.x) {
         int rank = 0;
         for (int q = 0; q < PK_RQ; q++) rank += rk[q * ne + e];
         if (rank < a.K) {
             s.sel[rank] = e;
-            s.selw[rank] = pr[e];
-            if (blockIdx.x == 0) { a.rec[(size_t)l * a.K + rank] = e; a.recp[(size_t)l * a.K + rank] = pr[e]; }
+            if (blockIdx.x == 0) a.rec[(size_t)l * a.K + rank] = e;
         }
     }
     __syncthreads();
     pk_mark(a, l, 2);
-    /* renormalized (--parity's forced experts weighted by this router): each of the K
-     * threads sums the K weights in order itself, then writes its own */
+    /* renormalized over the K (--parity's forced experts weighted by this router): each of
+     * the K threads sums the K weights in order itself, then writes its own */
     if (t < a.K) {
+        const float mx = lgs[s.sel[0]];
         const int e = fon ? a.force[(size_t)l * a.K + t] : s.sel[t];
-        const float w = fon ? pr[e] : s.selw[t];
+        const float w = expf(lgs[e] - mx);
         float tot = 0.f;
-        for (int k = 0; k < a.K; k++) tot += fon ? pr[a.force[(size_t)l * a.K + k]] : s.selw[k];
+        for (int k = 0; k < a.K; k++) tot += expf(lgs[fon ? a.force[(size_t)l * a.K + k] : s.sel[k]] - mx);
         __syncwarp((1u << a.K) - 1u);
         s.sel[t] = e;
         s.selw[t] = w / tot;
     }
     __syncthreads();
+}
+/* The router's probabilities of its choice, for --parity (block 0, one warp, in the barrier
+ * window after F, where the logits are still in s.lg): softmax_warp's order of operations. */
+__device__ void pk_rec_p(const PArgs &a, const PSmem &s, int l) {
+    const int lane = threadIdx.x % WARP;
+    float mx = -INFINITY, sum = 0.f;
+    for (int e = lane; e < a.ne; e += WARP) mx = fmaxf(mx, s.lg[e]);
+    mx = warp_max(mx);
+    for (int e = lane; e < a.ne; e += WARP) sum += expf(s.lg[e] - mx);
+    sum = warp_sum(sum);
+    if (lane < a.K) a.recp[(size_t)l * a.K + lane] = expf(s.lg[a.rec[(size_t)l * a.K + lane]] - mx) / sum;
 }
 
 /* F: gate and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32); the
@@ -2690,7 +2696,7 @@ template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(co
         pk_router(a, L, s, gw, NW);
         PK_SYNC((void)0);
         pk_gateup<FAM>(a, L, s, l, gw, NW);
-        PK_SYNC(pk_pre_down<FAM>(a, L, s, gw));
+        PK_SYNC(pk_pre_down<FAM>(a, L, s, gw); if (blockIdx.x == 0 && threadIdx.x / WARP == 1) pk_rec_p(a, s, l));
         pk_down<FAM>(a, L, s, gw, NW);
         if (l + 1 < a.nl) PK_SYNC(pk_pre_qkv<FAM>(a, a.L[l + 1], s, gw));
     }
@@ -3414,7 +3420,7 @@ static void persist_prof_report(GpuModel *g) {
      * "issue") is not shown: A's first rows were issued before the barrier */
     static const struct { int mark, phase; const char *what; } mk[] = {
         {6, 0, "A: norm"}, {11, 0, "rows landed"}, {7, 0, "first rows"},
-        {0, 5, "F: logits"}, {1, 5, "softmax"}, {2, 5, "ranks"}, {3, 5, "top-k"}, {8, 5, "rows issued"}, {9, 5, "rows landed"},
+        {0, 5, "F: logits"}, {1, 5, "ranks"}, {2, 5, "placed"}, {3, 5, "top-k"}, {8, 5, "rows issued"}, {9, 5, "rows landed"},
         {4, 5, "first rows"}, {5, 5, "done"}};
     fprintf(stderr, "  block 0, warp 0, us into the phase:");
     for (const auto &k : mk) {
