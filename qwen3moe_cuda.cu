@@ -3223,7 +3223,8 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
         if (const char *ge = getenv("QWEN3MOE_PERSIST_GRID")) {
             char *end = nullptr;
             const long v = strtol(ge, &end, 10);
-            if (end == ge || *end || v < 1 || v > nsm) why = "QWEN3MOE_PERSIST_GRID is not a block count from 1 to the SM count";
+            /* at least 2: a head's two halves in A must be on different blocks (each waits on the other's sum of squares) */
+            if (end == ge || *end || v < 2 || v > nsm) why = "QWEN3MOE_PERSIST_GRID is not a block count from 2 to the SM count";
             else g->pk_grid = (int)v;
         }
     }

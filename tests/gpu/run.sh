@@ -130,10 +130,14 @@ for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--p
         if [ "$rc" -eq 0 ] && [ "${path#persistent kernel, 7 blocks}" != "$path" ]; then
             ok "parity $name with QWEN3MOE_PERSIST_GRID=7 on the $path: $(grep -E 'mean cosine|min cosine' "$LOG/$name.grid7.parity.log" | tr -s ' ' | cut -c1-60 | tr '\n' ';')"
         else nok "parity $name with QWEN3MOE_PERSIST_GRID=7 (exit $rc, decode: ${path:-?})"; grep -E "FAIL|DIFFERS|rror" "$LOG/$name.grid7.parity.log" | head -5; fi
-        QWEN3MOE_PERSIST_GRID=0 "$Q" -m "$m" --parity --raw -p "$PROMPT" -n 4 > "$LOG/$name.grid0.parity.log" 2>&1; rc=$?
-        path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.grid0.parity.log")
-        if [ "$rc" -eq 0 ] && [ "${path#kernel graph (QWEN3MOE_PERSIST_GRID}" != "$path" ]; then ok "QWEN3MOE_PERSIST_GRID=0 is refused with its reason: $path"
-        else nok "QWEN3MOE_PERSIST_GRID=0 (exit $rc, decode: ${path:-?})"; fi
+        # 0 is no grid, and 1 would put both halves of a head in A on one block, each waiting
+        # on the other (a hang before this was refused): both take the graph, with the reason
+        for gr in 0 1; do
+            QWEN3MOE_PERSIST_GRID=$gr timeout 120 "$Q" -m "$m" --parity --raw -p "$PROMPT" -n 4 > "$LOG/$name.grid$gr.parity.log" 2>&1; rc=$?
+            path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.grid$gr.parity.log")
+            if [ "$rc" -eq 0 ] && [ "${path#kernel graph (QWEN3MOE_PERSIST_GRID}" != "$path" ]; then ok "QWEN3MOE_PERSIST_GRID=$gr is refused with its reason: $path"
+            else nok "QWEN3MOE_PERSIST_GRID=$gr (exit $rc, decode: ${path:-?})"; fi
+        done
     fi
     pf=$(sed -n 's/^  GPU prefill *//p' "$LOG/$name.parity.log")
     if [ "$pf" = "expert GEMM on quantized weights" ]; then ok "$name: prefill took the $pf"
