@@ -1501,6 +1501,7 @@ static int generate(Engine *e, const int *prompt, int n_prompt, GenParams *gp, G
     t0 = now_sec();
     char *piece = xmalloc(4096 * 4 + 16);
     int greedy_gpu = e->use_gpu && gp->sampler.temp <= 0 && gp->sampler.repeat_penalty == 1.0f && !gp->dump;
+    int queued = 0;   /* greedy_gpu: the step for the next token is queued already (fed on the GPU) */
     int next = -1;
     float *work = xmalloc(V * sizeof(float));
     for (int i = 0; gp->n_predict < 0 || i < gp->n_predict; i++) {
@@ -1524,14 +1525,24 @@ static int generate(Engine *e, const int *prompt, int n_prompt, GenParams *gp, G
         next = -1;
         e->pending = -1;
         if (greedy_gpu) {
+            /* the step after this one is queued before this one's token is read, fed on the
+             * GPU from its argmax, whenever the loop may get that far (a step it does not
+             * use is dropped: its cache row is past e->pos, rewritten later) */
             char err[512];
-            if (gpu_decode_greedy(e->gpu, tok, e->pos, &next, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
+            if (!queued && gpu_decode_queue(e->gpu, tok, e->pos, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
+            queued = (gp->n_predict < 0 || i + 2 < gp->n_predict) && e->pos + 1 < e->n_ctx;
+            if (queued && gpu_decode_queue(e->gpu, -1, 0, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
+            if (gpu_decode_next(e->gpu, &next, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
             arrput(e->history, tok);
             e->pos++;
         } else {
             engine_eval(e, &tok, 1, 1, gp->dump);
         }
         r->n_eval_gen++;
+    }
+    if (queued) {
+        char err[512];
+        if (gpu_decode_drop(e->gpu, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
     }
     r->t_gen = now_sec() - t0;
     stream_finish(&ts);
@@ -2043,10 +2054,12 @@ static int run_bench(const Options *o, const Model *m, Engine *e) {
             e->pos = depth;
             int next = toks[depth];
             double t0 = now_sec();
+            char err[512];
+            if (e->use_gpu && gpu_decode_queue(e->gpu, next, e->pos, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
             for (int i = 0; i < ng; i++) {
-                if (e->use_gpu) {
-                    char err[512];
-                    if (gpu_decode_greedy(e->gpu, next, e->pos, &next, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
+                if (e->use_gpu) {   /* step i + 1 queued (fed on the GPU) before step i's token is read, as in generate */
+                    if (i + 1 < ng && gpu_decode_queue(e->gpu, -1, 0, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
+                    if (gpu_decode_next(e->gpu, &next, err, sizeof err) != 0) die(EXIT_RUNTIME, "GPU: %s", err);
                     e->pos++;
                 } else {
                     engine_eval(e, &next, 1, 1, NULL);
@@ -2330,10 +2343,15 @@ int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits, int 
     snprintf(err, errlen, "no GPU support in this build");
     return -1;
 }
-int gpu_decode_greedy(GpuModel *g, int token, int pos, int *next, char *err, size_t errlen) {
+int gpu_decode_queue(GpuModel *g, int token, int pos, char *err, size_t errlen) {
     snprintf(err, errlen, "no GPU support in this build");
     return -1;
 }
+int gpu_decode_next(GpuModel *g, int *next, char *err, size_t errlen) {
+    snprintf(err, errlen, "no GPU support in this build");
+    return -1;
+}
+int gpu_decode_drop(GpuModel *g, char *err, size_t errlen) { return 0; }
 int gpu_force_experts(GpuModel *g, const int *ids, int n, char *err, size_t errlen) {
     snprintf(err, errlen, "no GPU support in this build");
     return -1;

@@ -92,8 +92,16 @@ int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits,
  * router's choice, weighted by the router's own probabilities; gpu_eval's
  * experts still reports what the router chose. ids = NULL turns it off. */
 int gpu_force_experts(GpuModel *g, const int *ids, int n, char *err, size_t errlen);
-/* One greedy decode step (CUDA graph replay): only the argmax id comes back. */
-int gpu_decode_greedy(GpuModel *g, int token, int pos, int *next, char *err, size_t errlen);
+/* Greedy decode steps (CUDA graph replays; only the argmax id comes back), queued
+ * without waiting, so that the GPU runs step t + 1 while the host reads step t's token:
+ * gpu_decode_queue launches a step for token at pos, or, with token < 0, for the argmax
+ * of the step queued before it at the next position (at most two unread);
+ * gpu_decode_next waits for the oldest unread step and returns its argmax;
+ * gpu_decode_drop waits for any unread steps and drops them (a generation that stopped
+ * early; gpu_eval does it too). */
+int gpu_decode_queue(GpuModel *g, int token, int pos, char *err, size_t errlen);
+int gpu_decode_next(GpuModel *g, int *next, char *err, size_t errlen);
+int gpu_decode_drop(GpuModel *g, char *err, size_t errlen);
 /* Device-to-device copy bandwidth in bytes/s (read+write), measured now. */
 double gpu_copy_bandwidth(GpuModel *g);
 

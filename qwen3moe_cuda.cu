@@ -1007,6 +1007,27 @@ __global__ void __launch_bounds__(NTHR) k_mmv(const MVArgs a) {
     mmv_store<R>(s, a, acc, row0, nvalid);
 }
 
+/* A decode step's first kernel: its token and position from the host's command in its
+ * slot (mapped memory, read when the step runs), or (token < 0) the argmax of the step
+ * before it, one position on: a queued greedy step needs no host round trip. */
+__global__ void k_feed(const int *cmd, int *io, const unsigned long long *amax) {
+    const int slot = io[2] & 1;
+    int tok = ((const volatile int *)cmd)[2 * slot], pos = ((const volatile int *)cmd)[2 * slot + 1];
+    if (tok < 0) {
+        const unsigned long long k = *amax;
+        tok = k ? (int)~(uint32_t)(k & 0xffffffffull) : 0;   /* all-NaN logits: the host reports the step before */
+        pos = io[1] + 1;
+    }
+    io[0] = tok;
+    io[1] = pos;
+}
+/* A decode step's last kernel: its argmax key to the host (mapped memory, per slot), the step counted. */
+__global__ void k_publish(const unsigned long long *amax, unsigned long long *out, int *io) {
+    const int step = io[2];
+    ((volatile unsigned long long *)out)[step & 1] = *amax;
+    io[2] = step + 1;
+}
+
 /* Embedding rows for ntok tokens (ids in device memory): reads one row each. Also
  * resets the argmax slot for this step. */
 __global__ void k_embed(const uint8_t *__restrict__ emb, int type, int E, size_t rb, const int *__restrict__ tok, float *__restrict__ x,
@@ -3114,9 +3135,12 @@ struct GpuModel {
     cublasHandle_t cb;
     float theta_scale;
     /* decode */
-    int *d_io;               /* [0] token, [1] pos */
-    int *h_io;               /* pinned: token, pos */
-    unsigned long long *h_amax, *d_amax;
+    int *d_io;               /* [0] token, [1] pos, [2] decode steps run (k_feed, k_publish) */
+    int *h_io;               /* pinned, mapped: per step slot (steps % 2) the token and position, token < 0: fed (k_feed) */
+    unsigned long long *h_amax, *d_amax;   /* h_amax: pinned, mapped: per step slot the step's argmax key (k_publish) */
+    cudaEvent_t ev_step[2];  /* recorded after each decode step's graph, per slot */
+    long steps;              /* decode steps launched (d_io[2] counts the same on the device) */
+    int unread, qpos;        /* gpu_decode_queue: steps launched whose argmax is not read yet, the last one's position */
     float *x, *xn, *qkv, *att, *rlog, *selw, *h, *xd, *hd, *logits, *part;
     int8_t *xq, *hq;
     int *sel, *rec;
@@ -3451,6 +3475,8 @@ extern "C" void gpu_free(GpuModel *g) {
         if (g->ev_gemm[i]) cudaEventDestroy(g->ev_gemm[i]);
     }
     if (g->ev_start) cudaEventDestroy(g->ev_start);
+    for (int i = 0; i < 2; i++)
+        if (g->ev_step[i]) cudaEventDestroy(g->ev_step[i]);
     cudaFree(g->warena);
     cudaFree(g->sarena);
     cudaFree(g->d_pl);
@@ -3594,8 +3620,10 @@ extern "C" GpuModel *gpu_load(const Weights *w, int n_ctx, int show_progress, ch
     LCK(cudaMalloc(&g->sarena, g->sarena_bytes));
     Bump b1 = {g->sarena, 0};
     plan_scratch(g, b1);
-    LCK(cudaMallocHost(&g->h_io, 4 * sizeof(int)));
-    LCK(cudaMallocHost(&g->h_amax, sizeof(unsigned long long)));
+    LCK(cudaHostAlloc(&g->h_io, 4 * sizeof(int), cudaHostAllocMapped));
+    LCK(cudaMemset(g->d_io, 0, 4 * sizeof(int)));   /* d_io[2] counts decode steps from 0, as g->steps does */
+    LCK(cudaHostAlloc(&g->h_amax, 2 * sizeof(unsigned long long), cudaHostAllocMapped));
+    for (int i = 0; i < 2; i++) LCK(cudaEventCreateWithFlags(&g->ev_step[i], cudaEventDisableTiming));
     LCK(cudaMallocHost(&g->h_sel, sizeof(int) * NB_MAX * c.n_expert_used));
     LCK(cudaMallocHost(&g->h_rec, sizeof(int) * NB_MAX * c.n_expert_used * c.n_layer));
     LCK(cudaMallocHost(&g->h_recp, sizeof(float) * NB_MAX * c.n_expert_used * c.n_layer));
@@ -3895,11 +3923,11 @@ static int build_graph(GpuModel *g, char *err, size_t errlen) {
     if (g->graph_ok) return 0;
     cudaGraph_t graph = nullptr;
     CK(cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal));
-    cudaMemcpyAsync(g->d_io, g->h_io, 2 * sizeof(int), cudaMemcpyHostToDevice, g->st);
-    g->pdl_now = 0;   /* k_embed (the first kernel, after the token copy) is launched plainly */
+    k_feed<<<1, 1, 0, g->st>>>(g->h_io, g->d_io, g->d_amax);
+    g->pdl_now = 0;   /* k_embed (the first kernel, after k_feed) is launched plainly */
     int rc = enqueue_decode(g, err, errlen);
     g->pdl_now = 0;
-    cudaMemcpyAsync(g->h_amax, g->d_amax, sizeof(unsigned long long), cudaMemcpyDeviceToHost, g->st);
+    k_publish<<<1, 1, 0, g->st>>>(g->d_amax, g->h_amax, g->d_io);
     cudaError_t e = cudaStreamEndCapture(g->st, &graph);
     if (rc) { if (graph) cudaGraphDestroy(graph); return -1; }
     if (e != cudaSuccess) { seterr(err, errlen, "graph capture failed: %s", cudaGetErrorString(e)); return -1; }
@@ -3910,12 +3938,19 @@ static int build_graph(GpuModel *g, char *err, size_t errlen) {
     return 0;
 }
 
-/* Replays the decode graph for one token (asynchronous; the caller syncs). */
+/* Replays the decode graph for one token (asynchronous; the caller syncs, or waits on
+ * ev_step of the step's slot). token < 0: the argmax of the step before, at its position
+ * + 1 (k_feed). A slot's command is rewritten only once the step two before, which read
+ * it, has run: the callers keep at most two steps in flight. */
 static int run_decode(GpuModel *g, int token, int pos, char *err, size_t errlen) {
     if (build_graph(g, err, errlen)) return -1;
-    g->h_io[0] = token;
-    g->h_io[1] = pos;
+    const int slot = (int)(g->steps & 1);
+    g->h_io[2 * slot] = token;
+    g->h_io[2 * slot + 1] = pos;
+    __sync_synchronize();   /* the command is in memory before the launch that reads it */
     CK(cudaGraphLaunch(g->graph, g->st));
+    CK(cudaEventRecord(g->ev_step[slot], g->st));
+    g->steps++;
     return 0;
 }
 
@@ -4370,6 +4405,7 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
     return 0;
 }
 
+static int settle(GpuModel *g, char *err, size_t errlen);
 extern "C" int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits, int all_logits, int *experts, float *expert_p, char *err,
                         size_t errlen) {
     const Config &c = g->c;
@@ -4378,6 +4414,7 @@ extern "C" int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *l
         seterr(err, errlen, "cannot evaluate %d tokens at position %d with a context of %d", n, pos, g->n_ctx);
         return -1;
     }
+    if (settle(g, err, errlen)) return -1;   /* queued greedy steps of a generation that stopped: their argmax is not wanted */
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= V) { seterr(err, errlen, "token id %d out of range [0, %d)", tokens[i], V); return -1; }
     if (g->h_force && g->force_n != n) {
@@ -4427,13 +4464,39 @@ extern "C" int gpu_force_experts(GpuModel *g, const int *ids, int n, char *err, 
     return 0;
 }
 
-extern "C" int gpu_decode_greedy(GpuModel *g, int token, int pos, int *next, char *err, size_t errlen) {
+/* Greedy decode steps, queued: the host reads step t's token while step t + 1, fed on the
+ * device from step t's argmax, already runs (the GPU does not wait for the host between
+ * tokens). Up to two steps unread. */
+extern "C" int gpu_decode_queue(GpuModel *g, int token, int pos, char *err, size_t errlen) {
+    if (g->unread >= 2) { seterr(err, errlen, "two decode steps are queued already"); return -1; }
+    if (token < 0) {
+        if (!g->unread) { seterr(err, errlen, "a fed decode step needs a queued step before it"); return -1; }
+        pos = g->qpos + 1;
+    } else if (token >= g->c.n_vocab) {
+        seterr(err, errlen, "token id %d out of range", token);
+        return -1;
+    }
     if (pos < 0 || pos >= g->n_ctx) { seterr(err, errlen, "position %d outside the context of %d", pos, g->n_ctx); return -1; }
-    if (token < 0 || token >= g->c.n_vocab) { seterr(err, errlen, "token id %d out of range", token); return -1; }
     if (run_decode(g, token, pos, err, errlen)) return -1;
-    CK(cudaStreamSynchronize(g->st));
-    const unsigned long long k = *g->h_amax;
-    if (k == 0ull) { seterr(err, errlen, "the logits are all NaN at position %d", pos); return -1; }
+    g->unread++;
+    g->qpos = pos;
+    return 0;
+}
+extern "C" int gpu_decode_next(GpuModel *g, int *next, char *err, size_t errlen) {
+    if (!g->unread) { seterr(err, errlen, "no decode step is queued"); return -1; }
+    const long i = g->steps - g->unread;
+    CK(cudaEventSynchronize(g->ev_step[i & 1]));
+    g->unread--;
+    const unsigned long long k = ((volatile unsigned long long *)g->h_amax)[i & 1];
+    if (k == 0ull) { seterr(err, errlen, "the logits are all NaN at position %d", g->qpos - g->unread); return -1; }
     *next = (int)(~(uint32_t)(k & 0xffffffffull));
     return 0;
 }
+/* Steps queued and not read (a generation that stopped early): wait for them, drop them. */
+static int settle(GpuModel *g, char *err, size_t errlen) {
+    if (!g->unread) return 0;
+    CK(cudaStreamSynchronize(g->st));
+    g->unread = 0;
+    return 0;
+}
+extern "C" int gpu_decode_drop(GpuModel *g, char *err, size_t errlen) { return settle(g, err, errlen); }

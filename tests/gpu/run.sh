@@ -130,6 +130,29 @@ for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--p
         if [ "$rc" -eq 0 ] && [ "${path#persistent kernel, 7 blocks}" != "$path" ]; then
             ok "parity $name with QWEN3MOE_PERSIST_GRID=7 on the $path: $(grep -E 'mean cosine|min cosine' "$LOG/$name.grid7.parity.log" | tr -s ' ' | cut -c1-60 | tr '\n' ';')"
         else nok "parity $name with QWEN3MOE_PERSIST_GRID=7 (exit $rc, decode: ${path:-?})"; grep -E "FAIL|DIFFERS|rror" "$LOG/$name.grid7.parity.log" | head -5; fi
+        # greedy generation queues step t + 1 (its token fed on the GPU from step t's argmax)
+        # before reading step t: the same ids as the host picking the argmax of each step's
+        # logits (--top-k 1, the same decode graph), on the persistent kernel and the graph
+        for pk in 1 0; do
+            QWEN3MOE_PERSIST=$pk "$Q" -m "$m" --raw -p "$PROMPT" -n 40 --temp 0 --json > "$LOG/$name.greedy$pk.json" 2> "$LOG/$name.greedy$pk.log"; rc1=$?
+            QWEN3MOE_PERSIST=$pk "$Q" -m "$m" --raw -p "$PROMPT" -n 40 --temp 1 --top-k 1 --json > "$LOG/$name.topk1$pk.json" 2> "$LOG/$name.topk1$pk.log"; rc2=$?
+            g1=$(sed -n 's/.*"generated_ids":\(\[[^]]*\]\).*/\1/p' "$LOG/$name.greedy$pk.json")
+            g2=$(sed -n 's/.*"generated_ids":\(\[[^]]*\]\).*/\1/p' "$LOG/$name.topk1$pk.json")
+            # (this model's small vocabulary reaches its end token within the 40: the step
+            # queued after it is dropped)
+            n1=$(echo "$g1" | tr ',' '\n' | grep -c '[0-9]')
+            st=$(sed -n 's/.*"stop":"\([a-z]*\)".*/\1/p' "$LOG/$name.greedy$pk.json")
+            if [ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ] && [ "$n1" -ge 8 ] && [ "$g1" = "$g2" ]; then
+                ok "$name, QWEN3MOE_PERSIST=$pk: queued greedy decode gives the host's argmax ids ($n1 ids, stop: $st)"
+            else nok "$name, QWEN3MOE_PERSIST=$pk: queued greedy decode (exits $rc1 / $rc2, $n1 ids) differs from --top-k 1"; echo "  $g1"; echo "  $g2"; tail -2 "$LOG/$name.greedy$pk.log"; fi
+            # a chat of three turns from stdin: each turn's prompt is evaluated after the
+            # last turn's dropped step (gpu_eval settles the queue first)
+            printf 'Hello there\nTell me more\nAnd once again\n' | QWEN3MOE_PERSIST=$pk "$Q" -m "$m" -i --temp 0 -n 24 > "$LOG/$name.chat$pk.txt" 2> "$LOG/$name.chat$pk.log"; rc1=$?
+            printf 'Hello there\nTell me more\nAnd once again\n' | QWEN3MOE_PERSIST=$pk "$Q" -m "$m" -i --temp 1 --top-k 1 -n 24 > "$LOG/$name.chatk$pk.txt" 2> "$LOG/$name.chatk$pk.log"; rc2=$?
+            if [ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ] && [ -s "$LOG/$name.chat$pk.txt" ] && cmp -s "$LOG/$name.chat$pk.txt" "$LOG/$name.chatk$pk.txt"; then
+                ok "$name, QWEN3MOE_PERSIST=$pk: a 3-turn greedy chat from stdin gives the --top-k 1 chat's text ($(wc -c < "$LOG/$name.chat$pk.txt") bytes)"
+            else nok "$name, QWEN3MOE_PERSIST=$pk: 3-turn greedy chat (exits $rc1 / $rc2) differs from --top-k 1"; tail -2 "$LOG/$name.chat$pk.log"; fi
+        done
         # 0 is no grid, and 1 would put both halves of a head in A on one block, each waiting
         # on the other (a hang before this was refused): both take the graph, with the reason
         for gr in 0 1; do
