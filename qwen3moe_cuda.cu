@@ -2640,22 +2640,77 @@ __device__ __forceinline__ void pk_out_rows(const PArgs &a, int g, const uint8_t
 #pragma unroll
     for (int r = 0; r < PK_HR; r++) wp[r] = a.out_w + (size_t)min(g * PK_HR + r, a.nvocab - 1) * a.out_rb;
 }
+/* The head in 2-row groups, two groups in flight per warp (the next group's copies are
+ * issued before the current one is multiplied, so a warp's stream has no gap while it
+ * multiplies), the argmax kept per lane across groups: one atomic per warp. 112.9 -> 100.0
+ * us a token on the H100 (bench/NOTES.md P68). For heads whose whole row, with its staging
+ * slack (stage_cap's), fits a quarter of the warp's slot: 2048-wide Q6_K / Q8_0 rows;
+ * wider ones take pk_head's PK_HR loop. */
+#define PK_HCAP (PK_WB / 4 / 16 * 16)
+__device__ __forceinline__ bool pk_head2(const PArgs &a) { return a.out_rb + 31 + 15 <= PK_HCAP; }
+__device__ __forceinline__ void pk_out_rows2(const PArgs &a, int g, const uint8_t **wp) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) wp[r] = a.out_w + (size_t)min(g * 2 + r, a.nvocab - 1) * a.out_rb;
+}
 template <int FAM> __device__ void pk_pre_head(const PArgs &a, const PSmem &s, int gw) {
     norm_stage_w(a.out_norm, a.E, s.xsf);
     cp_async_commit();
-    if (gw * PK_HR < a.nvocab) {
+    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    if (pk_head2(a)) {
+        if (gw * 2 < a.nvocab) {
+            const uint8_t *wp[2];
+            pk_out_rows2(a, gw, wp);
+            rows_issue_p(wp, 2, 3u, 0, a.out_rb, buf, PK_HCAP);
+        }
+        cp_async_commit();
+    } else if (gw * PK_HR < a.nvocab) {
         const uint8_t *wp[PK_HR];
         pk_out_rows(a, gw, wp);
-        pk_issue<FAM, PK_HR>(a.out_t, wp, (1u << PK_HR) - 1u, a.out_rb, s.wb + (threadIdx.x / WARP) * PK_WB);
+        pk_issue<FAM, PK_HR>(a.out_t, wp, (1u << PK_HR) - 1u, a.out_rb, buf);
     } else {
         cp_async_commit();
     }
+}
+template <int T> __device__ void pk_head_pipe(const PArgs &a, const PSmem &s, int gw, int NW, uint8_t *buf, float *res) {
+    using Q = QW<T>;
+    const int lane = threadIdx.x % WARP, SB = stage_sb<T>(), niter = a.E / 256;
+    unsigned long long key = 0ull;
+    int slot = 0;
+    for (int g = gw; g * 2 < a.nvocab; g += NW, slot ^= 1) {
+        const uint8_t *wp[2];
+        if ((g + NW) * 2 < a.nvocab) {
+            pk_out_rows2(a, g + NW, wp);
+            rows_issue_p(wp, 2, 3u, 0, a.out_rb, buf + (slot ^ 1) * 2 * PK_HCAP, PK_HCAP);
+        }
+        cp_async_commit();
+        cp_async_wait_but_one();
+        __syncwarp();
+        pk_out_rows2(a, g, wp);
+        rows_shx<Q, 8, 2>(wp, 3u, 0, s.xs, s.xds, 0, niter, SB, res, buf + slot * 2 * PK_HCAP, PK_HCAP);
+        __syncwarp();
+        const int row0 = g * 2, nv = min(2, a.nvocab - row0);
+        const float v = lane < nv ? res[lane] : 0.f;
+        __syncwarp();
+        if (lane < nv) {
+            a.logits[row0 + lane] = v;
+            if (v == v) key = max(key, argmax_key(v, row0 + lane));
+        }
+    }
+#pragma unroll
+    for (int o = 1; o < WARP; o <<= 1) key = max(key, __shfl_xor_sync(0xffffffffu, key, o));
+    if (lane == 0 && key) atomicMax(a.amax, key);
 }
 template <int FAM> __device__ void pk_head(const PArgs &a, const PSmem &s, int gw, int NW) {
     pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
     const int lane = threadIdx.x % WARP;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
+    if (pk_head2(a)) {
+#define PK_CASE(T) case T: pk_head_pipe<T>(a, s, gw, NW, buf, res); break;
+        PK_FAM_SWITCH(FAM, a.out_t, PK_CASE)
+#undef PK_CASE
+        return;
+    }
     for (int g = gw; g * PK_HR < a.nvocab; g += NW) {
         const int row0 = g * PK_HR, nv = min(PK_HR, a.nvocab - row0);
         const uint8_t *wp[PK_HR];
