@@ -2554,15 +2554,13 @@ __device__ void pk_topk(const PArgs &a, const PSmem &s, int l) {
     __syncthreads();
 }
 /* The router's probabilities of its choice, for --parity (block 0, one warp, in the barrier
- * window after F, where the logits are still in s.lg): softmax_warp's order of operations. */
+ * window after F, where the logits are still in s.lg and no longer needed: softmax_warp
+ * turns them into probabilities in place). */
 __device__ void pk_rec_p(const PArgs &a, const PSmem &s, int l) {
     const int lane = threadIdx.x % WARP;
-    float mx = -INFINITY, sum = 0.f;
-    for (int e = lane; e < a.ne; e += WARP) mx = fmaxf(mx, s.lg[e]);
-    mx = warp_max(mx);
-    for (int e = lane; e < a.ne; e += WARP) sum += expf(s.lg[e] - mx);
-    sum = warp_sum(sum);
-    if (lane < a.K) a.recp[(size_t)l * a.K + lane] = expf(s.lg[a.rec[(size_t)l * a.K + lane]] - mx) / sum;
+    softmax_warp(s.lg, a.ne);
+    __syncwarp();
+    if (lane < a.K) a.recp[(size_t)l * a.K + lane] = s.lg[a.rec[(size_t)l * a.K + lane]];
 }
 
 /* F: gate and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32); the
@@ -2636,9 +2634,9 @@ template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, cons
  * contiguous 6.7 KB read instead of two column chunks of 8 rows (head 122 -> 112 us on the
  * H100, bench/NOTES.md P56). */
 #define PK_HR 4
-__device__ __forceinline__ void pk_out_rows(const PArgs &a, int g, const uint8_t **wp) {   /* group g's rows, the last repeated past the vocabulary */
+template <int R> __device__ __forceinline__ void pk_out_rows(const PArgs &a, int g, const uint8_t **wp) {   /* R-row group g's rows, the last repeated past the vocabulary */
 #pragma unroll
-    for (int r = 0; r < PK_HR; r++) wp[r] = a.out_w + (size_t)min(g * PK_HR + r, a.nvocab - 1) * a.out_rb;
+    for (int r = 0; r < R; r++) wp[r] = a.out_w + (size_t)min(g * R + r, a.nvocab - 1) * a.out_rb;
 }
 /* The head in 2-row groups, two groups in flight per warp (the next group's copies are
  * issued before the current one is multiplied, so a warp's stream has no gap while it
@@ -2648,10 +2646,6 @@ __device__ __forceinline__ void pk_out_rows(const PArgs &a, int g, const uint8_t
  * wider ones take pk_head's PK_HR loop. */
 #define PK_HCAP (PK_WB / 4 / 16 * 16)
 __device__ __forceinline__ bool pk_head2(const PArgs &a) { return a.out_rb + 31 + 15 <= PK_HCAP; }
-__device__ __forceinline__ void pk_out_rows2(const PArgs &a, int g, const uint8_t **wp) {
-#pragma unroll
-    for (int r = 0; r < 2; r++) wp[r] = a.out_w + (size_t)min(g * 2 + r, a.nvocab - 1) * a.out_rb;
-}
 template <int FAM> __device__ void pk_pre_head(const PArgs &a, const PSmem &s, int gw) {
     norm_stage_w(a.out_norm, a.E, s.xsf);
     cp_async_commit();
@@ -2659,13 +2653,13 @@ template <int FAM> __device__ void pk_pre_head(const PArgs &a, const PSmem &s, i
     if (pk_head2(a)) {
         if (gw * 2 < a.nvocab) {
             const uint8_t *wp[2];
-            pk_out_rows2(a, gw, wp);
+            pk_out_rows<2>(a, gw, wp);
             rows_issue_p(wp, 2, 3u, 0, a.out_rb, buf, PK_HCAP);
         }
         cp_async_commit();
     } else if (gw * PK_HR < a.nvocab) {
         const uint8_t *wp[PK_HR];
-        pk_out_rows(a, gw, wp);
+        pk_out_rows<PK_HR>(a, gw, wp);
         pk_issue<FAM, PK_HR>(a.out_t, wp, (1u << PK_HR) - 1u, a.out_rb, buf);
     } else {
         cp_async_commit();
@@ -2679,13 +2673,13 @@ template <int T> __device__ void pk_head_pipe(const PArgs &a, const PSmem &s, in
     for (int g = gw; g * 2 < a.nvocab; g += NW, slot ^= 1) {
         const uint8_t *wp[2];
         if ((g + NW) * 2 < a.nvocab) {
-            pk_out_rows2(a, g + NW, wp);
+            pk_out_rows<2>(a, g + NW, wp);
             rows_issue_p(wp, 2, 3u, 0, a.out_rb, buf + (slot ^ 1) * 2 * PK_HCAP, PK_HCAP);
         }
         cp_async_commit();
         cp_async_wait_but_one();
         __syncwarp();
-        pk_out_rows2(a, g, wp);
+        pk_out_rows<2>(a, g, wp);
         rows_shx<Q, 8, 2>(wp, 3u, 0, s.xs, s.xds, 0, niter, SB, res, buf + slot * 2 * PK_HCAP, PK_HCAP);
         __syncwarp();
         const int row0 = g * 2, nv = min(2, a.nvocab - row0);
@@ -2714,7 +2708,7 @@ template <int FAM> __device__ void pk_head(const PArgs &a, const PSmem &s, int g
     for (int g = gw; g * PK_HR < a.nvocab; g += NW) {
         const int row0 = g * PK_HR, nv = min(PK_HR, a.nvocab - row0);
         const uint8_t *wp[PK_HR];
-        pk_out_rows(a, g, wp);
+        pk_out_rows<PK_HR>(a, g, wp);
         pk_rows<FAM, PK_HR>(a.out_t, wp, g == gw ? (1u << PK_HR) - 1u : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
         const float v = lane < nv ? res[lane] : 0.f;
         if (lane < nv) a.logits[row0 + lane] = v;
@@ -4460,7 +4454,14 @@ static int prefill_chunk(GpuModel *g, const int *tokens, int n, int pos, float *
     return 0;
 }
 
-static int settle(GpuModel *g, char *err, size_t errlen);
+/* Greedy steps queued and not read (a generation that stopped early, gpu_decode_queue):
+ * wait for them, drop them. */
+static int settle(GpuModel *g, char *err, size_t errlen) {
+    if (!g->unread) return 0;
+    CK(cudaStreamSynchronize(g->st));
+    g->unread = 0;
+    return 0;
+}
 extern "C" int gpu_eval(GpuModel *g, const int *tokens, int n, int pos, float *logits, int all_logits, int *experts, float *expert_p, char *err,
                         size_t errlen) {
     const Config &c = g->c;
@@ -4545,13 +4546,6 @@ extern "C" int gpu_decode_next(GpuModel *g, int *next, char *err, size_t errlen)
     const unsigned long long k = ((volatile unsigned long long *)g->h_amax)[i & 1];
     if (k == 0ull) { seterr(err, errlen, "the logits are all NaN at position %d", g->qpos - g->unread); return -1; }
     *next = (int)(~(uint32_t)(k & 0xffffffffull));
-    return 0;
-}
-/* Steps queued and not read (a generation that stopped early): wait for them, drop them. */
-static int settle(GpuModel *g, char *err, size_t errlen) {
-    if (!g->unread) return 0;
-    CK(cudaStreamSynchronize(g->st));
-    g->unread = 0;
     return 0;
 }
 extern "C" int gpu_decode_drop(GpuModel *g, char *err, size_t errlen) { return settle(g, err, errlen); }
