@@ -66,7 +66,7 @@ typedef struct {
     char name[256];          /* the card, e.g. "NVIDIA H100 80GB HBM3" */
     size_t vram_total;       /* bytes */
     size_t vram_used_model;  /* bytes this model holds: weights + KV + scratch */
-    char decode[128];        /* how a decode step runs, e.g. "persistent kernel, 132 blocks, Q4_K + Q6_K" */
+    char decode[128];        /* how a decode step runs, e.g. "persistent kernel, 132 blocks, Q4_K + Q6_K, attention chunked from position 256" */
     char prefill[128];       /* how prefill multiplies the experts, e.g. "expert GEMM on quantized weights" */
 } GpuInfo;
 

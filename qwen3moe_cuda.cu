@@ -1182,20 +1182,13 @@ __device__ __forceinline__ void ld_halves(const __half *p, bool ok, float *f) {
         for (int d = 0; d < N; d++) f[d] = ok ? __half2float(__ushort_as_half(__ldcg((const unsigned short *)p + d))) : 0.f;
     }
 }
-/* One attention work item: query heads h0.. h0+nhb-1 (q: their rows, already rotated,
- * head after head) against positions [t0, t1) of one KV head, by 4 warps (threads
- * threadIdx.x % 128: a k_attn block, or a quarter of a persistent-kernel block, whose
- * quarters all call it together, an idle one with active = false: it synchronizes with
- * __syncthreads); writes each head's partial (acc[D], max, sum) at pp + j * pstride. sm: (8 + 4 * D) * HB floats of shared scratch. q and
- * the cache are read past L1: in the persistent kernel other SMs wrote them. */
+/* One attention work item of k_attn (the kernel graph's decode): query heads h0..
+ * h0+nhb-1 (q: their rows, already rotated, head after head) against positions [t0, t1)
+ * of one KV head, by the block's 4 warps; writes each head's partial (acc[D], max, sum)
+ * at pp + j * pstride. sm: (8 + 4 * D) * HB floats of shared scratch. */
 template <int DPL, int HB>
 __device__ __forceinline__ void attn_part(const float *q0, float scale, int nhb, const __half *kc, const __half *vc, int kvdim, int kvh, int t0, int t1,
-                                          float *sm, float *pp, size_t pstride, bool active) {
-    if (!active) {   /* the barriers of an active call */
-        __syncthreads();
-        __syncthreads();
-        return;
-    }
+                                          float *sm, float *pp, size_t pstride) {
     const int D = DPL * WARP, lt = threadIdx.x % 128, warp = lt / WARP, lane = lt % WARP;
     float q[HB][DPL], acc[HB][DPL], m[HB], l[HB];
 #pragma unroll
@@ -1303,7 +1296,7 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
     if (t0 > pos) return;
     const int h0 = kvh * G + hg * ATT_HB;
     attn_part<DPL, ATT_HB>(qkv + (size_t)i * stride + (size_t)h0 * D, scale, min(ATT_HB, G - hg * ATT_HB), kc, vc, kvdim, kvh, t0, min(t0 + ch, pos + 1), sm,
-                   part + (((size_t)i * nh + h0) * nch + c) * (D + 2), (size_t)nch * (D + 2), true);
+                   part + (((size_t)i * nh + h0) * nch + c) * (D + 2), (size_t)nch * (D + 2));
 }
 
 /* Element d of one head's output from the partials (acc[D], max, sum) of its nv chunks,
@@ -1313,12 +1306,16 @@ __global__ void __launch_bounds__(128) k_attn(const float *__restrict__ qkv, int
  * two (deep contexts have up to 64 chunks). Up to AM_PRE chunks the arithmetic is one max
  * and one sum in chunk order. */
 #define AM_PRE 8
-__device__ __forceinline__ float attn_merge(const float *pp, int nv, int D, int d) {
-    float M = -INFINITY, acc = 0.f, L = 0.f;
-    for (int c0 = 0; c0 < nv; c0 += AM_PRE) {
-        float m[AM_PRE], v[AM_PRE], l[AM_PRE];
+/* the merge's running max M and sum L, and element d's sum (scaled by exp(-M)); PRE chunks' loads at once */
+template <int PRE = AM_PRE>
+__device__ __forceinline__ float attn_merge_acc(const float *pp, int nv, int D, int d, float &M, float &L) {
+    float acc = 0.f;
+    M = -INFINITY;
+    L = 0.f;
+    for (int c0 = 0; c0 < nv; c0 += PRE) {
+        float m[PRE], v[PRE], l[PRE];
 #pragma unroll
-        for (int u = 0; u < AM_PRE; u++) {
+        for (int u = 0; u < PRE; u++) {
             const bool ok = c0 + u < nv;
             const float *q = pp + (c0 + u) * (D + 2);
             m[u] = ok ? __ldcg(q + D) : -INFINITY;
@@ -1327,18 +1324,23 @@ __device__ __forceinline__ float attn_merge(const float *pp, int nv, int D, int 
         }
         float Mn = M;
 #pragma unroll
-        for (int u = 0; u < AM_PRE; u++) Mn = fmaxf(Mn, m[u]);   /* finite: chunk c0 holds a position */
+        for (int u = 0; u < PRE; u++) Mn = fmaxf(Mn, m[u]);   /* finite: chunk c0 holds a position */
         const float corr = M == -INFINITY ? 0.f : expf(M - Mn);
         acc *= corr;
         L *= corr;
 #pragma unroll
-        for (int u = 0; u < AM_PRE; u++) {
+        for (int u = 0; u < PRE; u++) {
             const float f = expf(m[u] - Mn);
             acc += v[u] * f;
             L += l[u] * f;
         }
         M = Mn;
     }
+    return acc;
+}
+__device__ __forceinline__ float attn_merge(const float *pp, int nv, int D, int d) {
+    float M, L;
+    const float acc = attn_merge_acc(pp, nv, D, d, M, L);
     return acc / L;
 }
 
@@ -1757,9 +1759,8 @@ __host__ __device__ constexpr bool pk_serves(int fam, int t) {
     return fam == 0 ? (PK_FAM0(PK_IS) false) : fam == 1 ? (PK_FAM1(PK_IS) false) : (PK_FAM2(PK_IS) false);
 #undef PK_IS
 }
-#define PK_CH 16                  /* positions per attention chunk at least (att_chunk keeps <= 64 chunks): one step of the 4 warps */
-#define PK_HB 2                   /* query heads per attention item: at shallow depth many short items, one an SM (4: B 4.7 us, tg128
-                                     -4%); deep contexts read each K/V row from L2 twice as often as with 4 (-3% at depth 8192) */
+#define PK_DSUB 256               /* attention: positions a block item stages at most (K and V: 139 KB of the warps' slots) */
+#define PK_DHB 8                  /* attention: query heads per block item (a GQA group of 8: each K/V row read once) */
 #define PK_PROF_MAXB 2048         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
 #define PK_W 4                    /* lanes a Q4_K superblock in the phases whose rows are >= 2048 wide (A, D, F): QW4K */
 #define PK_PHASES 7               /* per layer, each ended by a grid barrier: A..G below */
@@ -1776,7 +1777,7 @@ enum { PW_Q, PW_K, PW_V, PW_O, PW_G, PW_U, PW_D };
 
 struct PArgs {
     const PLayer *L;
-    int nl, E, nh, nkv, qdim, kvdim, ne, K, Fpad, ch, nch;
+    int nl, E, nh, nkv, qdim, kvdim, ne, K, Fpad, nch;
     float eps, theta_scale, scale;
     float *x, *qkv, *part, *rpart, *h;
     int8_t *aq, *hq;
@@ -2379,47 +2380,240 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
     }
 }
 
-/* B: attention partials, 4 warps per (KV head, group of PK_HB query heads, chunk). */
-__device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos) {
-    if (blockIdx.x == gridDim.x - 1)   /* A's sum-of-squares slots, read by now (pk_rope), for the next layer */
-        for (int i = threadIdx.x; i < pk_halves(a); i += blockDim.x) a.ssx[i] = 0ull;
-    const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1);
-    const int G = a.nh / a.nkv, nhg = (G + PK_HB - 1) / PK_HB, quad = threadIdx.x / 128, nquad = PK_THREADS / 128;
-    float *sm = (float *)s.wb + quad * (8 * PK_HB + 4 * PK_HB * PK_D);
-    const int items = a.nkv * nhg * nchv;
-    /* items go round the blocks first (item = (round x 4 + quarter) x grid + block), so that at
-     * shallow depth each SM serves one item instead of four sharing its issue slots; the
-     * same rounds for the block's 4 quarters (attn_part's block barriers) */
-    for (int it0 = 0; it0 + (int)blockIdx.x < items; it0 += gridDim.x * nquad) {
-        const int it = it0 + quad * gridDim.x + blockIdx.x, c = it % nchv, hg = it / nchv % nhg, kvh = it / nchv / nhg;
-        const int t0 = c * ch, h0 = kvh * G + hg * PK_HB;
-        attn_part<PK_D / WARP, PK_HB>(a.qkv + (size_t)h0 * PK_D, a.scale, min(PK_HB, G - hg * PK_HB), L.kc, L.vc, a.kvdim, kvh, t0, min(t0 + ch, pos + 1), sm,
-                                      a.part + ((size_t)h0 * a.nch + c) * (PK_D + 2), (size_t)a.nch * (PK_D + 2), it < items);
+/* How a step's attention runs: a k_persist of its own per mode (the host picks the step's
+ * graph by its position), so that one mode's code leaves the other's as it was. Both take
+ * block items (pk_attn_item: K and V staged whole, tensor-core products), which replaced
+ * 4-warp items of 2 heads whose steps of 4 positions each waited a round trip (at depth
+ * 8192 the attention took 33 us a layer, now 5; bench/NOTES.md P71).
+ * AM_ONE (pos < PK_DSUB): an item per (KV head, group of PK_DHB query heads) over all
+ *   positions, which writes the heads' outputs itself: no chunk merge, no phase C.
+ * AM_DEEP (from pk_chunked on): items per chunk, then C merges the chunks. */
+enum { AM_DEEP, AM_ONE };
+/* The step's chunking of positions [0, pos]: ch positions a chunk, nchv chunks. AM_DEEP:
+ * as many chunks as fill the grid in one round while a chunk fits PK_DSUB staged positions
+ * (more rounds past that), and no more than the partials' a.nch. */
+__device__ __forceinline__ int pk_dgroups(const PArgs &a) { return a.nkv * ((a.nh / a.nkv + PK_DHB - 1) / PK_DHB); }
+template <int AM> __device__ __forceinline__ void pk_chunks(const PArgs &a, int pos, int &ch, int &nchv) {
+    if constexpr (AM == AM_ONE) {
+        ch = pos + 1;
+        nchv = 1;
+    } else {
+        const int n = pos + 1, per = max(1, (int)gridDim.x / pk_dgroups(a));
+        ch = min(PK_DSUB, (max((n + per - 1) / per, (n + a.nch - 1) / a.nch) + 15) & ~15);
+        nchv = (n + ch - 1) / ch;
     }
 }
 
-/* Before B: the KV rows of earlier positions that this warp's attention items read (the
- * step's own position is written in A) into L2, one 128-byte line a lane. */
-__device__ void pk_pf_attn(const PArgs &a, const PLayer &L, int pos) {
-    const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1);
-    const int G = a.nh / a.nkv, nhg = (G + PK_HB - 1) / PK_HB, quad = threadIdx.x / 128, nquad = PK_THREADS / 128;
-    const int w = (threadIdx.x / WARP) & 3, lane = threadIdx.x % WARP, lpr = PK_D * 2 / 128;   /* lines per K or V row */
-    for (int it = quad * gridDim.x + blockIdx.x; it < a.nkv * nhg * nchv; it += gridDim.x * nquad) {   /* pk_attn's items */
-        const int c = it % nchv, kvh = it / nchv / nhg, t0 = c * ch, t1 = min(t0 + ch, pos);
-        for (int i = w * WARP + lane; i < (t1 - t0) * 2 * lpr; i += 4 * WARP) {
-            const int t = t0 + i / (2 * lpr), k = i % (2 * lpr);
-            const __half *r = (k < lpr ? L.kc : L.vc) + (size_t)t * a.kvdim + kvh * PK_D;
-            asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)r + 128 * (k % lpr)));
+/* B, one item a block: K and V of up to PK_DSUB positions of one KV head staged
+ * whole (cp.async, every copy in flight at once: one round trip where 4-warp items took one
+ * per 16 positions), then S^T = K Q^T and O^T = V^T P^T on the tensor cores (f16 in, f32
+ * sums; mma m16n8k16, the 8 query heads of the group as n). Moves the chunk's K/V rows
+ * (256 bytes each) once from L2/HBM for all 8 heads, where the 2-head items read them 4
+ * times. Shared layout (the warps' slots): K, V [PK_DSUB][PK_D + 8] f16 (the 16-byte pad
+ * keeps ldmatrix's 8 rows in distinct banks), q [PK_DHB][PK_D + 8] f16, S [PK_DHB][PK_DSUB]
+ * f32 (later the PV halves' sum), P [PK_DHB][PK_DSUB + 8] f16, and each head's max / sum. */
+#define PK_KP (PK_D + 8)
+#define PK_PP (PK_DSUB + 8)
+static_assert(2 * PK_DSUB * PK_KP * 2 + PK_DHB * PK_KP * 2 + PK_DHB * PK_DSUB * 4 + PK_DHB * PK_PP * 2 + 2 * PK_DHB * 4 <= PK_WARPS * PK_WB,
+              "attention items: their staging must fit the warps' slots");
+static_assert(PK_DHB == 8 && PK_D == 128 && PK_WARPS == 16, "attention items: mma n = 8 heads, 8 d-tiles x 2 position halves on 16 warps");
+__device__ __forceinline__ __half *pk_ks(const PSmem &s) { return (__half *)s.wb; }
+__device__ __forceinline__ __half *pk_vs(const PSmem &s) { return (__half *)s.wb + PK_DSUB * PK_KP; }
+/* rows [r0, r1) of chunk t0's K and V into the staging (16-byte pieces, all threads); EF
+ * (AM_DEEP: a step reads 17 MB of them a layer at depth 8192, none again before the next
+ * step) marks them to leave L2 first, as the weight rows are */
+template <bool EF>
+__device__ __forceinline__ void pk_item_issue(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int t0, int r0, int r1) {
+    __half *ks = pk_ks(s), *vs = pk_vs(s);
+    uint64_t pol = 0;
+    if (EF) asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    for (int i = r0 * 32 + threadIdx.x; i < r1 * 32; i += blockDim.x) {   /* 16 pieces of K, then 16 of V, a row */
+        const int r = i / 32, k = i % 32, kv = k / 16, pc = k % 16;
+        const __half *src = (kv ? L.vc : L.kc) + (size_t)(t0 + r) * a.kvdim + kvh * PK_D + 8 * pc;
+        if (EF) {
+            const unsigned sa = (unsigned)__cvta_generic_to_shared((kv ? vs : ks) + r * PK_KP + 8 * pc);
+            asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(sa), "l"(src), "l"(pol) : "memory");
+        } else cp_async16((kv ? vs : ks) + r * PK_KP + 8 * pc, src);
+    }
+}
+__device__ __forceinline__ void ldsm_x4(const void *p, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(const void *p, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
+__device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+/* One block item: query heads h0 .. h0 + nhb - 1 against positions [t0, t1) of KV head kvh,
+ * whose rows [t0, pre) were issued already (the barrier window); writes each head's
+ * partial (acc[D], max, sum) as attn_part does, or (FIN: the item spans every position)
+ * the heads' outputs, int8 with a scale per 32 as pk_comb's. */
+template <bool FIN>
+__device__ void pk_attn_item(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int h0, int nhb, int t0, int t1, int pre, float *pp,
+                             size_t pstride) {
+    const int n = t1 - t0, n16 = (n + 15) & ~15, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, g = lane / 4, tq = lane % 4;
+    __half *ks = pk_ks(s), *vs = pk_vs(s), *qs = vs + PK_DSUB * PK_KP;
+    float *S = (float *)(qs + PK_DHB * PK_KP);
+    __half *P = (__half *)(S + PK_DHB * PK_DSUB);
+    float *mx = (float *)(P + PK_DHB * PK_PP), *sum = mx + PK_DHB;
+    pk_item_issue<!FIN>(a, L, s, kvh, t0, pre - t0, n);
+    cp_async_commit();
+    /* the pad rows up to 16: V zeroed (P is 0 there, and 0 x a stale NaN would not be) */
+    for (int i = threadIdx.x; i < (n16 - n) * PK_D; i += blockDim.x) vs[(n + i / PK_D) * PK_KP + i % PK_D] = __float2half(0.f);
+    for (int i = threadIdx.x; i < PK_DHB * PK_D; i += blockDim.x) {
+        const int j = i / PK_D, d = i % PK_D;
+        qs[j * PK_KP + d] = __float2half(j < nhb ? __ldcg(a.qkv + (size_t)(h0 + j) * PK_D + d) * a.scale : 0.f);
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    /* S^T tile (16 positions x 8 heads) a warp: A = K rows, B = q (n = head, k = d) */
+    for (int tt = warp; tt < n16 / 16; tt += PK_WARPS) {
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+        const int mi = lane / 8;
+#pragma unroll
+        for (int kk = 0; kk < PK_D / 16; kk += 2) {   /* two k-steps a B load */
+            uint32_t a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3;
+            ldsm_x4(ks + (16 * tt + (lane % 8) + 8 * (mi & 1)) * PK_KP + 16 * kk + 8 * (mi >> 1), a0, a1, a2, a3);
+            ldsm_x4(ks + (16 * tt + (lane % 8) + 8 * (mi & 1)) * PK_KP + 16 * kk + 16 + 8 * (mi >> 1), a4, a5, a6, a7);
+            ldsm_x4(qs + (lane % 8) * PK_KP + 16 * kk + 8 * mi, b0, b1, b2, b3);
+            mma16816(c, a0, a1, a2, a3, b0, b1);
+            mma16816(c, a4, a5, a6, a7, b2, b3);
+        }
+        S[(2 * tq) * PK_DSUB + 16 * tt + g] = c[0];
+        S[(2 * tq + 1) * PK_DSUB + 16 * tt + g] = c[1];
+        S[(2 * tq) * PK_DSUB + 16 * tt + g + 8] = c[2];
+        S[(2 * tq + 1) * PK_DSUB + 16 * tt + g + 8] = c[3];
+    }
+    __syncthreads();
+    /* softmax a head a warp: max, exp, sum over the valid positions; P in f16 (0 past them) */
+    if (warp < PK_DHB) {
+        float m = -INFINITY;
+        for (int t = lane; t < n; t += WARP) m = fmaxf(m, S[warp * PK_DSUB + t]);
+        m = warp_max(m);
+        float l = 0.f;
+        for (int t = lane; t < n16; t += WARP) {
+            const __half p = __float2half(t < n ? expf(S[warp * PK_DSUB + t] - m) : 0.f);
+            l += __half2float(p);   /* the sum of the f16 weights V is multiplied by */
+            P[warp * PK_PP + t] = p;
+        }
+        l = warp_sum(l);
+        if (lane == 0) { mx[warp] = m; sum[warp] = l; }
+    }
+    __syncthreads();
+    /* O^T tile (16 dims x 8 heads) a warp and half of the positions: A = V^T (ldmatrix.trans
+     * of V rows), B = P (n = head, k = position) */
+    const int dt = warp % 8, half = warp / 8, kh = (n16 / 16 + 1) / 2;   /* k-steps in the first half */
+    float c[4] = {0.f, 0.f, 0.f, 0.f};
+    {
+        const int mi = lane / 8;
+        for (int kk = half * kh; kk < (half ? n16 / 16 : kh); kk++) {
+            uint32_t a0, a1, a2, a3, b0, b1, b2, b3;
+            ldsm_x4_t(vs + (16 * kk + (lane % 8) + 8 * (mi >> 1)) * PK_KP + 16 * dt + 8 * (mi & 1), a0, a1, a2, a3);
+            ldsm_x4(P + (lane % 8) * PK_PP + 16 * kk + 8 * (mi & 1), b0, b1, b2, b3);   /* b2, b3 repeat b0, b1 */
+            mma16816(c, a0, a1, a2, a3, b0, b1);
         }
     }
+    float *O = S;   /* S is free: the second half's tiles, [head][d] */
+    if (half) {
+        O[(2 * tq) * PK_D + 16 * dt + g] = c[0];
+        O[(2 * tq + 1) * PK_D + 16 * dt + g] = c[1];
+        O[(2 * tq) * PK_D + 16 * dt + g + 8] = c[2];
+        O[(2 * tq + 1) * PK_D + 16 * dt + g + 8] = c[3];
+    }
+    __syncthreads();
+    const int hj[4] = {2 * tq, 2 * tq + 1, 2 * tq, 2 * tq + 1}, dj[4] = {16 * dt + g, 16 * dt + g, 16 * dt + g + 8, 16 * dt + g + 8};
+    if constexpr (FIN) {   /* normalized in place, then a group of 32 a warp, as pk_comb's warp_quant2 */
+        if (!half)
+#pragma unroll
+            for (int i = 0; i < 4; i++) O[hj[i] * PK_D + dj[i]] = (c[i] + O[hj[i] * PK_D + dj[i]]) / sum[hj[i]];
+        __syncthreads();
+        for (int gi = warp; gi < nhb * PK_D / WARP; gi += PK_WARPS) {
+            const int h = h0 + gi / (PK_D / WARP), e = WARP * (gi % (PK_D / WARP));
+            warp_quant2(O[gi * WARP + lane], a.aq + h * PK_D + e, (float2 *)a.ad + (h * PK_D + e) / WARP);
+        }
+    } else {
+        if (!half)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                if (hj[i] < nhb) pp[(size_t)hj[i] * pstride + dj[i]] = c[i] + O[hj[i] * PK_D + dj[i]];
+        if (threadIdx.x < nhb) {
+            pp[(size_t)threadIdx.x * pstride + PK_D] = mx[threadIdx.x];
+            pp[(size_t)threadIdx.x * pstride + PK_D + 1] = sum[threadIdx.x];
+        }
+    }
+    __syncthreads();   /* the staging is free for the next item */
+}
+/* item it's KV head, query heads and positions */
+__device__ __forceinline__ void pk_item_of(const PArgs &a, int it, int nchv, int ch, int pos, int &kvh, int &h0, int &nhb, int &t0, int &t1) {
+    const int G = a.nh / a.nkv, ng = (G + PK_DHB - 1) / PK_DHB, c = it % nchv, hg = it / nchv % ng;
+    kvh = it / nchv / ng;
+    h0 = kvh * G + hg * PK_DHB;
+    nhb = min(PK_DHB, G - hg * PK_DHB);
+    t0 = c * ch;
+    t1 = min(t0 + ch, pos + 1);
 }
 
-/* C: merge the chunks of each head (4 warps a head), int8 output with a scale per 32. */
-__device__ void pk_comb(const PArgs &a, int pos) {
-    const int ch = att_chunk(a.ch, pos), nchv = min(a.nch, pos / ch + 1), D = PK_D;
-    const int quad = threadIdx.x / 128, nquad = PK_THREADS / 128, d = threadIdx.x % 128;
-    for (int h = quad * gridDim.x + blockIdx.x; h < a.nh; h += gridDim.x * nquad)   /* round the blocks first, as pk_attn */
-        warp_quant2(attn_merge(a.part + (size_t)h * a.nch * (D + 2), nchv, D, d), a.aq + h * D + (d & ~31), (float2 *)a.ad + (h * D + d) / 32);
+/* B: attention by block items (pk_attn_item), round the blocks. */
+template <int AM> __device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos) {
+    if (blockIdx.x == gridDim.x - 1)   /* A's sum-of-squares slots, read by now (pk_rope), for the next layer */
+        for (int i = threadIdx.x; i < pk_halves(a); i += blockDim.x) a.ssx[i] = 0ull;
+    int ch, nchv;
+    pk_chunks<AM>(a, pos, ch, nchv);
+    const int items = pk_dgroups(a) * nchv;
+    for (int it = blockIdx.x; it < items; it += gridDim.x) {
+        int kvh, h0, nhb, t0, t1;
+        pk_item_of(a, it, nchv, ch, pos, kvh, h0, nhb, t0, t1);
+        const int pre = it == (int)blockIdx.x ? min(t1, pos) : t0;   /* the first item's earlier rows came in the barrier window */
+        pk_attn_item<AM == AM_ONE>(a, L, s, kvh, h0, nhb, t0, t1, max(pre, t0), a.part + ((size_t)h0 * a.nch + it % nchv) * (PK_D + 2),
+                                   (size_t)a.nch * (PK_D + 2));
+    }
+}
+
+/* Before B (the barrier window): the block's first item's rows of earlier positions (the
+ * step's own is written in A) straight into its staging. */
+template <int AM> __device__ void pk_pf_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos) {
+    int ch, nchv;
+    pk_chunks<AM>(a, pos, ch, nchv);
+    if ((int)blockIdx.x < pk_dgroups(a) * nchv) {
+        int kvh, h0, nhb, t0, t1;
+        pk_item_of(a, blockIdx.x, nchv, ch, pos, kvh, h0, nhb, t0, t1);
+        pk_item_issue<AM == AM_DEEP>(a, L, s, kvh, t0, 0, min(t1, pos) - t0);
+        cp_async_commit();
+    }
+}
+
+/* C: merge the chunks of each head, a block a head: each quarter merges a quarter of the
+ * chunks with all its loads in flight at once (up to 12 chunks: one round trip at depth
+ * 8192's 33), the quarters' sums combined in shared memory; int8 output with a scale per 32. */
+#define PK_CPRE 12
+template <int AM> __device__ void pk_comb(const PArgs &a, const PSmem &s, int pos) {
+    const int D = PK_D, quad = threadIdx.x / 128, d = threadIdx.x % 128;
+    int ch, nchv;
+    pk_chunks<AM>(a, pos, ch, nchv);
+    float *acc = (float *)s.wb, *qm = acc + 4 * D, *ql = qm + 4;   /* [4][D] sums, [4] maxes, [4] sums of weights */
+    for (int h = blockIdx.x; h < a.nh; h += gridDim.x) {
+        const int c0 = quad * nchv / 4, c1 = (quad + 1) * nchv / 4;
+        float M, L;
+        acc[quad * D + d] = attn_merge_acc<PK_CPRE>(a.part + ((size_t)h * a.nch + c0) * (D + 2), c1 - c0, D, d, M, L);
+        if (d == 0) { qm[quad] = M; ql[quad] = L; }
+        __syncthreads();
+        if (quad == 0) {
+            float Mx = -INFINITY;
+            for (int q = 0; q < 4; q++) Mx = fmaxf(Mx, qm[q]);
+            float v = 0.f, l = 0.f;
+            for (int q = 0; q < 4; q++) {
+                const float f = qm[q] == -INFINITY ? 0.f : expf(qm[q] - Mx);   /* a quarter with no chunk (fewer than 4) */
+                v += acc[q * D + d] * f;
+                l += ql[q] * f;
+            }
+            warp_quant2(v / l, a.aq + h * D + (d & ~31), (float2 *)a.ad + (h * D + d) / 32);
+        }
+        __syncthreads();
+    }
 }
 
 /* D: o-proj + residual, 2 rows a warp. */
@@ -2723,7 +2917,7 @@ template <int FAM> __device__ void pk_head(const PArgs &a, const PSmem &s, int g
  * Q4_K_M: the K experts, attention, router, head) plus the KV rows, in phases over all
  * SMs (one 16-warp block each, so that the grid barriers cost ~1 us and each warp can
  * issue its next phase's copies before waiting). */
-template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
+template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(const PArgs a) {
     extern __shared__ __align__(16) uint8_t sbuf[];
     PSmem s;
     {
@@ -2743,23 +2937,34 @@ template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(co
     /* a phase's groups go round the blocks first, so that every SM gets a share */
     const int gw = (threadIdx.x / WARP) * gridDim.x + blockIdx.x, NW = gridDim.x * PK_WARPS;
     const int pos = *a.pos_dev;
-    unsigned nb = 0;
+    unsigned nb = 0, nt = 0;   /* phase ends (the profile's rows), grid barriers */
     if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x] = gtimer();
 #define PK_SYNC(BETWEEN)                        \
     do {                                        \
         pk_arrive(a.bar, a.prof ? a.prof + (size_t)nb * gridDim.x : nullptr); \
         BETWEEN;                                \
-        pk_wait(a.bar, ++nb * gridDim.x);       \
-        if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x + nb] = gtimer(); \
+        pk_wait(a.bar, ++nt * gridDim.x);       \
+        if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x + nb + 1] = gtimer(); \
+        nb++;                                   \
+    } while (0)
+    /* a phase with nothing to do (C under AM_ONE): its profile row, stamped, and no barrier */
+#define PK_SKIP()                               \
+    do {                                        \
+        if (a.prof && threadIdx.x == 0) a.prof[(size_t)nb * gridDim.x + blockIdx.x] = gtimer(); \
+        if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x + nb + 1] = gtimer(); \
+        nb++;                                   \
     } while (0)
     pk_pre_qkv<FAM>(a, a.L[0], s, gw);
     for (int l = 0; l < a.nl; l++) {
         const PLayer &L = a.L[l];
         pk_qkv<FAM>(a, L, s, l, pos, gw, NW);
-        PK_SYNC(pk_pf_attn(a, L, pos));
-        pk_attn(a, L, s, pos);
-        PK_SYNC((void)0);
-        pk_comb(a, pos);
+        PK_SYNC(pk_pf_attn<AM>(a, L, s, pos));
+        pk_attn<AM>(a, L, s, pos);
+        if constexpr (AM == AM_ONE) PK_SKIP();
+        else {
+            PK_SYNC((void)0);
+            pk_comb<AM>(a, s, pos);
+        }
         PK_SYNC(pk_pre_o<FAM>(a, L, s, gw));
         pk_oproj<FAM>(a, L, s, gw, NW);
         PK_SYNC(pk_pre_router(a, L, s, gw, NW));
@@ -2777,6 +2982,7 @@ template <int FAM> __global__ void __launch_bounds__(PK_THREADS, 1) k_persist(co
         if (a.prof && threadIdx.x == 0) a.prof[(size_t)(PK_PROF_MAXB - 1) * gridDim.x + blockIdx.x] = gtimer();
     }
 #undef PK_SYNC
+#undef PK_SKIP
 }
 
 /* ======================================================================
@@ -3198,11 +3404,10 @@ struct GpuModel {
     int *d_force, *d_force_on;   /* --parity: expert ids to use instead of the router's, [NB_MAX][n_layer][K] */
     const int *h_force;          /* host copy for the next gpu_eval, or NULL */
     int force_n, force_state;    /* tokens in h_force; what *d_force_on holds now */
-    cudaGraphExec_t graph;
-    int graph_ok;
+    cudaGraphExec_t graph[2];   /* a decode step's graph per k_persist attention mode (AM_*; [0] for the kernel graph) */
     int pdl, pdl_now;        /* QWEN3MOE_PDL=0 turns programmatic dependent launch off (A/B); pdl_now: capturing decode */
     /* the persistent decode kernel (k_persist); QWEN3MOE_PERSIST=0 takes the per-kernel graph */
-    int persist, pk_grid, pk_head;   /* pk_head: the output head runs in it too (a type of its family) */
+    int persist, pk_grid, pk_head, pk_chunked;   /* AM_ONE below position pk_chunked, AM_DEEP from it */   /* pk_head: the output head runs in it too (a type of its family) */
     int pk_fam;              /* the type family its instantiation serves (PK_FAM0..) */
     size_t pk_smem_bytes;
     PLayer *d_pl;
@@ -3243,9 +3448,10 @@ struct GpuModel {
     std::vector<int> cnt, off;
 };
 
-static const void *persist_kernel(int fam) {
-    return fam == 0 ? (const void *)k_persist<0> : fam == 1 ? (const void *)k_persist<1> : (const void *)k_persist<2>;
+template <int AM> static const void *persist_kernel_am(int fam) {
+    return fam == 0 ? (const void *)k_persist<0, AM> : fam == 1 ? (const void *)k_persist<1, AM> : (const void *)k_persist<2, AM>;
 }
+static const void *persist_kernel(int fam, int am) { return am == AM_ONE ? persist_kernel_am<AM_ONE>(fam) : persist_kernel_am<AM_DEEP>(fam); }
 
 /* Whether decode can take k_persist, and its per-layer table. Off (with the reason) for
  * what it does not serve; an error only when the device refuses what it asked for. */
@@ -3285,11 +3491,13 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
         if (L.F % 32) why = "expert FFN width not a multiple of 32";
     }
     if (!why) {
-        const void *kern = persist_kernel(g->pk_fam);
-        CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)g->pk_smem_bytes));
-        int occ = 0;
-        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, PK_THREADS, g->pk_smem_bytes));
-        if (occ < 1) why = "the kernel does not fit an SM";
+        for (int am = 0; am < 2; am++) {
+            const void *kern = persist_kernel(g->pk_fam, am);
+            CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)g->pk_smem_bytes));
+            int occ = 0;
+            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, PK_THREADS, g->pk_smem_bytes));
+            if (occ < 1) why = "the kernel does not fit an SM";
+        }
         g->pk_grid = nsm;   /* one block an SM: co-resident (the cooperative launch checks it) */
         /* fewer blocks, for tests: a phase's units then loop over the grid (A's head halves,
          * v groups on the blocks that also hold a head) */
@@ -3299,6 +3507,13 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
             /* at least 2: a head's two halves in A must be on different blocks (each waits on the other's sum of squares) */
             if (end == ge || *end || v < 2 || v > nsm) why = "QWEN3MOE_PERSIST_GRID is not a block count from 2 to the SM count";
             else g->pk_grid = (int)v;
+        }
+        g->pk_chunked = PK_DSUB;
+        if (const char *dp = getenv("QWEN3MOE_PERSIST_CHUNKED")) {   /* chunked attention from an earlier position on (tests: 0) */
+            char *end = nullptr;
+            const long v = strtol(dp, &end, 10);
+            if (end == dp || *end || v < 0) why = "QWEN3MOE_PERSIST_CHUNKED is not a position (0 or more)";
+            else g->pk_chunked = (int)std::min(v, (long)PK_DSUB);   /* AM_ONE's items stage PK_DSUB positions at most */
         }
     }
     if (why) {
@@ -3331,13 +3546,13 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
 }
 
 /* One decode step's layers as one cooperative launch (the counter zeroed first). */
-static int launch_persist(GpuModel *g, char *err, size_t errlen) {
+static int launch_persist(GpuModel *g, int am, char *err, size_t errlen) {
     const Config &c = g->c;
     PArgs a;
     memset(&a, 0, sizeof a);
     a.L = g->d_pl;
     a.nl = c.n_layer; a.E = c.n_embd; a.nh = c.n_head; a.nkv = c.n_head_kv; a.qdim = g->qdim; a.kvdim = g->kvdim;
-    a.ne = c.n_expert; a.K = c.n_expert_used; a.Fpad = g->Fpad; a.ch = PK_CH; a.nch = std::max(g->nch, 64);
+    a.ne = c.n_expert; a.K = c.n_expert_used; a.Fpad = g->Fpad; a.nch = std::max(g->nch, 64);
     a.eps = c.rms_eps; a.theta_scale = g->theta_scale; a.scale = 1.0f / sqrtf((float)c.head_dim);
     a.x = g->x; a.qkv = g->qkv; a.part = g->part; a.rpart = g->rpart; a.h = g->h;
     a.aq = g->xq; a.ad = g->xd; a.hq = g->hq; a.hd = g->hd;
@@ -3360,7 +3575,7 @@ static int launch_persist(GpuModel *g, char *err, size_t errlen) {
     cfg.attrs = at;
     cfg.numAttrs = 1;
     void *args[] = {&a};
-    CK(cudaLaunchKernelExC(&cfg, persist_kernel(g->pk_fam), args));
+    CK(cudaLaunchKernelExC(&cfg, persist_kernel(g->pk_fam, am), args));
     return 0;
 }
 
@@ -3515,7 +3730,8 @@ static void persist_prof_report(GpuModel *g) {
 extern "C" void gpu_free(GpuModel *g) {
     if (!g) return;
     if (g->pk_prof) { persist_prof_report(g); cudaFree(g->pk_prof); }
-    if (g->graph) cudaGraphExecDestroy(g->graph);
+    for (int i = 0; i < 2; i++)
+        if (g->graph[i]) cudaGraphExecDestroy(g->graph[i]);
     if (g->cb) cublasDestroy(g->cb);
     if (g->st) cudaStreamDestroy(g->st);
     if (g->st2) cudaStreamDestroy(g->st2);
@@ -3770,7 +3986,9 @@ extern "C" int gpu_info(GpuModel *g, GpuInfo *info) {
     snprintf(info->name, sizeof info->name, "%s", p.name);
     info->vram_total = p.totalGlobalMem;
     info->vram_used_model = g ? g->warena_bytes + g->sarena_bytes + (g->logits_all ? g->logits_all_rows * g->c.n_vocab * 4 : 0) : 0;
-    if (g && g->persist) snprintf(info->decode, sizeof info->decode, "persistent kernel, %d blocks, %s", g->pk_grid, pk_fam_name[g->pk_fam]);
+    if (g && g->persist)
+        snprintf(info->decode, sizeof info->decode, "persistent kernel, %d blocks, %s, attention chunked from position %d", g->pk_grid, pk_fam_name[g->pk_fam],
+                 g->pk_chunked);
     else if (g) snprintf(info->decode, sizeof info->decode, "kernel graph (%s)", g->persist_why);
     if (g) {
         int nf = 0;
@@ -3918,7 +4136,7 @@ static int launch_attn(GpuModel *g, const float *qkv, int stride, const __half *
 }
 
 /* One decode step for the token/position in g->d_io; argmax into d_amax. */
-static int enqueue_decode(GpuModel *g, char *err, size_t errlen) {
+static int enqueue_decode(GpuModel *g, int am, char *err, size_t errlen) {
     const Config &c = g->c;
     const int E = c.n_embd, D = c.head_dim, K = c.n_expert_used, nh = c.n_head, nkv = c.n_head_kv;
     const int qkvw = g->qdim + 2 * g->kvdim;
@@ -3931,7 +4149,7 @@ static int enqueue_decode(GpuModel *g, char *err, size_t errlen) {
     const bool fold = !g->old_mmv;
     const float *xin = fold ? g->x : g->xn;
     if (g->persist) {
-        if (launch_persist(g, err, errlen)) return -1;
+        if (launch_persist(g, am, err, errlen)) return -1;
     }
     for (int l = 0; l < c.n_layer && !g->persist; l++) {
         const DLayer &L = g->L[l];
@@ -3968,22 +4186,22 @@ static int enqueue_decode(GpuModel *g, char *err, size_t errlen) {
     return 0;
 }
 
-static int build_graph(GpuModel *g, char *err, size_t errlen) {
-    if (g->graph_ok) return 0;
+/* am: k_persist's attention mode (AM_DEEP for the kernel graph), a graph each */
+static int build_graph(GpuModel *g, int am, char *err, size_t errlen) {
+    if (g->graph[am]) return 0;
     cudaGraph_t graph = nullptr;
     CK(cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal));
     k_feed<<<1, 1, 0, g->st>>>(g->h_io, g->d_io, g->d_amax);
     g->pdl_now = 0;   /* k_embed (the first kernel, after k_feed) is launched plainly */
-    int rc = enqueue_decode(g, err, errlen);
+    int rc = enqueue_decode(g, am, err, errlen);
     g->pdl_now = 0;
     k_publish<<<1, 1, 0, g->st>>>(g->d_amax, g->h_amax, g->d_io);
     cudaError_t e = cudaStreamEndCapture(g->st, &graph);
     if (rc) { if (graph) cudaGraphDestroy(graph); return -1; }
     if (e != cudaSuccess) { seterr(err, errlen, "graph capture failed: %s", cudaGetErrorString(e)); return -1; }
-    e = cudaGraphInstantiate(&g->graph, graph, 0);
+    e = cudaGraphInstantiate(&g->graph[am], graph, 0);
     cudaGraphDestroy(graph);
-    if (e != cudaSuccess) { seterr(err, errlen, "graph instantiation failed: %s", cudaGetErrorString(e)); return -1; }
-    g->graph_ok = 1;
+    if (e != cudaSuccess) { g->graph[am] = nullptr; seterr(err, errlen, "graph instantiation failed: %s", cudaGetErrorString(e)); return -1; }
     return 0;
 }
 
@@ -3992,12 +4210,13 @@ static int build_graph(GpuModel *g, char *err, size_t errlen) {
  * + 1 (k_feed). A slot's command is rewritten only once the step two before, which read
  * it, has run: the callers keep at most two steps in flight. */
 static int run_decode(GpuModel *g, int token, int pos, char *err, size_t errlen) {
-    if (build_graph(g, err, errlen)) return -1;
+    const int am = g->persist && pos < g->pk_chunked ? AM_ONE : AM_DEEP;
+    if (build_graph(g, am, err, errlen)) return -1;
     const int slot = (int)(g->steps & 1);
     g->h_io[2 * slot] = token;
     g->h_io[2 * slot + 1] = pos;
     __sync_synchronize();   /* the command is in memory before the launch that reads it */
-    CK(cudaGraphLaunch(g->graph, g->st));
+    CK(cudaGraphLaunch(g->graph[am], g->st));
     CK(cudaEventRecord(g->ev_step[slot], g->st));
     g->steps++;
     return 0;

@@ -122,9 +122,30 @@ for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--p
     if [ "$rc" -eq 0 ] && [ "${path#persistent kernel}" != "$path" ]; then
         ok "parity $name, long prompt, on the $path: $(grep -E 'mean cosine|min cosine|expert sets' "$LOG/$name.parity.log" | tr -s ' ' | cut -c1-60 | tr '\n' ';')"
     else nok "parity $name on the persistent kernel (exit $rc, decode: ${path:-?})"; grep -E "FAIL|DIFFERS|rror" "$LOG/$name.parity.log" | head -5; fi
+    # the chunked attention (AM_DEEP: block items per chunk, then the chunk merge) from
+    # position 0 on, so that every decode step of the long prompt takes it; the default
+    # above takes AM_ONE (one item per head group over all positions) below 256
+    QWEN3MOE_PERSIST_CHUNKED=0 "$Q" -m "$m" --parity --raw -p "$LONG" -n 12 > "$LOG/$name.chunked.parity.log" 2>&1; rc=$?
+    path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.chunked.parity.log")
+    if [ "$rc" -eq 0 ] && [ "${path%attention chunked from position 0}" != "$path" ]; then
+        ok "parity $name, long prompt, QWEN3MOE_PERSIST_CHUNKED=0 on the $path: $(grep -E 'mean cosine|min cosine' "$LOG/$name.chunked.parity.log" | tr -s ' ' | cut -c1-60 | tr '\n' ';')"
+    else nok "parity $name with QWEN3MOE_PERSIST_CHUNKED=0 (exit $rc, decode: ${path:-?})"; grep -E "FAIL|DIFFERS|rror" "$LOG/$name.chunked.parity.log" | head -5; fi
     # a grid of 7 blocks: A's 34 head halves loop over it (every block also holds v groups),
     # and every other phase's units loop too
     if [ "$name" = pk-g16-q4_k_m ]; then
+        # chunked items in several rounds: 2 blocks, 2 items (groups of 8 query heads) a chunk,
+        # chunks of 256 positions (the staging's most), so a prompt past 256 tokens takes the
+        # blocks round at least twice, the later items issuing all of their rows themselves
+        QWEN3MOE_PERSIST_GRID=2 QWEN3MOE_PERSIST_CHUNKED=0 "$Q" -m "$m" --parity --raw -p "$LONG $LONG" -n 8 > "$LOG/$name.chunked2.parity.log" 2>&1; rc=$?
+        path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.chunked2.parity.log")
+        np=$(sed -n 's/^parity: CPU reference over [0-9]* positions (\([0-9]*\) prompt.*/\1/p' "$LOG/$name.chunked2.parity.log" | head -1)
+        if [ "$rc" -eq 0 ] && [ "${path#persistent kernel, 2 blocks}" != "$path" ] && [ "${np:-0}" -gt 256 ]; then
+            ok "parity $name, $np-token prompt, chunked attention on 2 blocks (several rounds): $(grep -E 'mean cosine|min cosine' "$LOG/$name.chunked2.parity.log" | tr -s ' ' | cut -c1-60 | tr '\n' ';')"
+        else nok "parity $name, chunked attention on 2 blocks (exit $rc, decode: ${path:-?}, prompt ${np:-?} tokens)"; grep -E "FAIL|DIFFERS|rror" "$LOG/$name.chunked2.parity.log" | head -5; fi
+        QWEN3MOE_PERSIST_CHUNKED=soon "$Q" -m "$m" --parity --raw -p "$PROMPT" -n 4 > "$LOG/$name.chunkedbad.parity.log" 2>&1; rc=$?
+        path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.chunkedbad.parity.log")
+        if [ "$rc" -eq 0 ] && [ "${path#kernel graph (QWEN3MOE_PERSIST_CHUNKED}" != "$path" ]; then ok "QWEN3MOE_PERSIST_CHUNKED=soon is refused with its reason: $path"
+        else nok "QWEN3MOE_PERSIST_CHUNKED=soon (exit $rc, decode: ${path:-?})"; fi
         QWEN3MOE_PERSIST_GRID=7 "$Q" -m "$m" --parity --raw -p "$LONG" -n 12 > "$LOG/$name.grid7.parity.log" 2>&1; rc=$?
         path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.grid7.parity.log")
         if [ "$rc" -eq 0 ] && [ "${path#persistent kernel, 7 blocks}" != "$path" ]; then
@@ -205,12 +226,13 @@ fi
 if command -v compute-sanitizer >/dev/null; then
     m=$LOG/san.gguf
     "$GEN" -q -o "$m" --preset tiny --type q4_k --seed 3 > /dev/null 2>&1
-    for tool in memcheck racecheck; do
-        compute-sanitizer --tool $tool --error-exitcode 99 "$Q" -m "$m" --parity --raw -p "$PROMPT" -n 4 > "$LOG/san-$tool.log" 2>&1; rc=$?
-        summ=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG/san-$tool.log" | tail -1)
-        if [ "$rc" -eq 0 ]; then ok "compute-sanitizer $tool on a parity run: ${summ:-clean}"
-        else nok "compute-sanitizer $tool (exit $rc): $summ"; grep -m5 -A6 -E '=+ (Invalid|Error|Race|.*hazard)' "$LOG/san-$tool.log"; fi
-    done
+    # each tool twice: as decode runs (AM_ONE), and with the chunked attention from position 0 on
+    for ck in "" 0; do for tool in memcheck racecheck; do
+        env ${ck:+QWEN3MOE_PERSIST_CHUNKED=$ck} compute-sanitizer --tool $tool --error-exitcode 99 "$Q" -m "$m" --parity --raw -p "$PROMPT" -n 4 > "$LOG/san-$tool$ck.log" 2>&1; rc=$?
+        summ=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG/san-$tool$ck.log" | tail -1)
+        if [ "$rc" -eq 0 ]; then ok "compute-sanitizer $tool on a parity run${ck:+ (QWEN3MOE_PERSIST_CHUNKED=0)}: ${summ:-clean}"
+        else nok "compute-sanitizer $tool${ck:+ (QWEN3MOE_PERSIST_CHUNKED=0)} (exit $rc): $summ"; grep -m5 -A6 -E '=+ (Invalid|Error|Race|.*hazard)' "$LOG/san-$tool$ck.log"; fi
+    done; done
     rm -f "$m"
 else
     nok "compute-sanitizer not found"
