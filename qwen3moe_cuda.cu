@@ -2384,7 +2384,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
  * graph by its position), so that one mode's code leaves the other's as it was. Both take
  * block items (pk_attn_item: K and V staged whole, tensor-core products), which replaced
  * 4-warp items of 2 heads whose steps of 4 positions each waited a round trip (at depth
- * 8192 the attention took 33 us a layer, now 5; bench/NOTES.md P71).
+ * 8192 phase B took 33 us a layer, now 5; bench/NOTES.md P71).
  * AM_ONE (pos < PK_DSUB): an item per (KV head, group of PK_DHB query heads) over all
  *   positions, which writes the heads' outputs itself: no chunk merge, no phase C.
  * AM_DEEP (from pk_chunked on): items per chunk, then C merges the chunks. */
