@@ -2387,9 +2387,9 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
  * 8192 phase B took 33 us a layer, now 5; bench/NOTES.md P71).
  * AM_ONE (pos < PK_DSUB): an item per (KV head, group of PK_DHB query heads) over all
  *   positions, which writes the heads' outputs itself: no chunk merge, no phase C.
- * AM_DEEP (from pk_chunked on): items per chunk, then C merges the chunks. */
-enum { AM_DEEP, AM_ONE };
-/* The step's chunking of positions [0, pos]: ch positions a chunk, nchv chunks. AM_DEEP:
+ * AM_CHUNKED (from pk_chunked on): items per chunk, then C merges the chunks. */
+enum { AM_CHUNKED, AM_ONE };
+/* The step's chunking of positions [0, pos]: ch positions a chunk, nchv chunks. AM_CHUNKED:
  * as many chunks as fill the grid in one round while a chunk fits PK_DSUB staged positions
  * (more rounds past that), and no more than the partials' a.nch. */
 __device__ __forceinline__ int pk_dgroups(const PArgs &a) { return a.nkv * ((a.nh / a.nkv + PK_DHB - 1) / PK_DHB); }
@@ -2420,7 +2420,7 @@ static_assert(PK_DHB == 8 && PK_D == 128 && PK_WARPS == 16, "attention items: mm
 __device__ __forceinline__ __half *pk_ks(const PSmem &s) { return (__half *)s.wb; }
 __device__ __forceinline__ __half *pk_vs(const PSmem &s) { return (__half *)s.wb + PK_DSUB * PK_KP; }
 /* rows [r0, r1) of chunk t0's K and V into the staging (16-byte pieces, all threads); EF
- * (AM_DEEP: a step reads 17 MB of them a layer at depth 8192, none again before the next
+ * (AM_CHUNKED: a step reads 17 MB of them a layer at depth 8192, none again before the next
  * step) marks them to leave L2 first, as the weight rows are */
 template <bool EF>
 __device__ __forceinline__ void pk_item_issue(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int t0, int r0, int r1) {
@@ -2581,7 +2581,7 @@ template <int AM> __device__ void pk_pf_attn(const PArgs &a, const PLayer &L, co
     if ((int)blockIdx.x < pk_dgroups(a) * nchv) {
         int kvh, h0, nhb, t0, t1;
         pk_item_of(a, blockIdx.x, nchv, ch, pos, kvh, h0, nhb, t0, t1);
-        pk_item_issue<AM == AM_DEEP>(a, L, s, kvh, t0, 0, min(t1, pos) - t0);
+        pk_item_issue<AM == AM_CHUNKED>(a, L, s, kvh, t0, 0, min(t1, pos) - t0);
         cp_async_commit();
     }
 }
@@ -3407,7 +3407,7 @@ struct GpuModel {
     cudaGraphExec_t graph[2];   /* a decode step's graph per k_persist attention mode (AM_*; [0] for the kernel graph) */
     int pdl, pdl_now;        /* QWEN3MOE_PDL=0 turns programmatic dependent launch off (A/B); pdl_now: capturing decode */
     /* the persistent decode kernel (k_persist); QWEN3MOE_PERSIST=0 takes the per-kernel graph */
-    int persist, pk_grid, pk_head, pk_chunked;   /* AM_ONE below position pk_chunked, AM_DEEP from it */   /* pk_head: the output head runs in it too (a type of its family) */
+    int persist, pk_grid, pk_head, pk_chunked;   /* pk_head: the output head runs in it too (a type of its family); AM_ONE below position pk_chunked, AM_CHUNKED from it */
     int pk_fam;              /* the type family its instantiation serves (PK_FAM0..) */
     size_t pk_smem_bytes;
     PLayer *d_pl;
@@ -3451,7 +3451,7 @@ struct GpuModel {
 template <int AM> static const void *persist_kernel_am(int fam) {
     return fam == 0 ? (const void *)k_persist<0, AM> : fam == 1 ? (const void *)k_persist<1, AM> : (const void *)k_persist<2, AM>;
 }
-static const void *persist_kernel(int fam, int am) { return am == AM_ONE ? persist_kernel_am<AM_ONE>(fam) : persist_kernel_am<AM_DEEP>(fam); }
+static const void *persist_kernel(int fam, int am) { return am == AM_ONE ? persist_kernel_am<AM_ONE>(fam) : persist_kernel_am<AM_CHUNKED>(fam); }
 
 /* Whether decode can take k_persist, and its per-layer table. Off (with the reason) for
  * what it does not serve; an error only when the device refuses what it asked for. */
@@ -4186,7 +4186,7 @@ static int enqueue_decode(GpuModel *g, int am, char *err, size_t errlen) {
     return 0;
 }
 
-/* am: k_persist's attention mode (AM_DEEP for the kernel graph), a graph each */
+/* am: k_persist's attention mode (AM_CHUNKED for the kernel graph), a graph each */
 static int build_graph(GpuModel *g, int am, char *err, size_t errlen) {
     if (g->graph[am]) return 0;
     cudaGraph_t graph = nullptr;
@@ -4210,7 +4210,7 @@ static int build_graph(GpuModel *g, int am, char *err, size_t errlen) {
  * + 1 (k_feed). A slot's command is rewritten only once the step two before, which read
  * it, has run: the callers keep at most two steps in flight. */
 static int run_decode(GpuModel *g, int token, int pos, char *err, size_t errlen) {
-    const int am = g->persist && pos < g->pk_chunked ? AM_ONE : AM_DEEP;
+    const int am = g->persist && pos < g->pk_chunked ? AM_ONE : AM_CHUNKED;
     if (build_graph(g, am, err, errlen)) return -1;
     const int slot = (int)(g->steps & 1);
     g->h_io[2 * slot] = token;
