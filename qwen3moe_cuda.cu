@@ -651,6 +651,16 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
     const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem) : "memory");
 }
+/* An L2 policy that marks lines to leave first (data read once a step: weight rows, the
+ * chunked attention's K/V rows), and the 16-byte copy that carries it */
+__device__ __forceinline__ uint64_t l2_evict_first() {
+    uint64_t pol;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    return pol;
+}
+__device__ __forceinline__ void cp_async16_hint(unsigned sa, const void *gmem, uint64_t pol) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(sa), "l"(gmem), "l"(pol) : "memory");
+}
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 /* wait until at most one committed group of this thread's copies is still in flight */
@@ -675,12 +685,10 @@ __device__ __forceinline__ void row_issue16(const uint8_t *gp, size_t n, uint8_t
     const uint8_t *base = (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15);
     const int nv = ok ? ((int)(gp - base) + (int)n + 15) / 16 : 0;
     if (EVICT_FIRST) {
-        uint64_t pol;
-        asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+        const uint64_t pol = l2_evict_first();
         const unsigned sa = (unsigned)__cvta_generic_to_shared(dst);
 #pragma unroll 1
-        for (int k = threadIdx.x % WARP; k < nv; k += WARP)
-            asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(sa + 16 * k), "l"(base + 16 * k), "l"(pol) : "memory");
+        for (int k = threadIdx.x % WARP; k < nv; k += WARP) cp_async16_hint(sa + 16 * k, base + 16 * k, pol);
     } else {
         for (int k = threadIdx.x % WARP; k < nv; k += WARP) cp_async16(dst + 16 * k, base + 16 * k);
     }
@@ -2425,15 +2433,13 @@ __device__ __forceinline__ __half *pk_vs(const PSmem &s) { return (__half *)s.wb
 template <bool EF>
 __device__ __forceinline__ void pk_item_issue(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int t0, int r0, int r1) {
     __half *ks = pk_ks(s), *vs = pk_vs(s);
-    uint64_t pol = 0;
-    if (EF) asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    const uint64_t pol = EF ? l2_evict_first() : 0;
     for (int i = r0 * 32 + threadIdx.x; i < r1 * 32; i += blockDim.x) {   /* 16 pieces of K, then 16 of V, a row */
         const int r = i / 32, k = i % 32, kv = k / 16, pc = k % 16;
         const __half *src = (kv ? L.vc : L.kc) + (size_t)(t0 + r) * a.kvdim + kvh * PK_D + 8 * pc;
-        if (EF) {
-            const unsigned sa = (unsigned)__cvta_generic_to_shared((kv ? vs : ks) + r * PK_KP + 8 * pc);
-            asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(sa), "l"(src), "l"(pol) : "memory");
-        } else cp_async16((kv ? vs : ks) + r * PK_KP + 8 * pc, src);
+        __half *dst = (kv ? vs : ks) + r * PK_KP + 8 * pc;
+        if (EF) cp_async16_hint((unsigned)__cvta_generic_to_shared(dst), src, pol);
+        else cp_async16(dst, src);
     }
 }
 __device__ __forceinline__ void ldsm_x4(const void *p, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
@@ -3545,7 +3551,8 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     return 0;
 }
 
-/* One decode step's layers as one cooperative launch (the counter zeroed first). */
+/* One decode step's layers as one cooperative launch (the counter zeroed first), with the
+ * attention of mode am (AM_ONE or AM_CHUNKED). */
 static int launch_persist(GpuModel *g, int am, char *err, size_t errlen) {
     const Config &c = g->c;
     PArgs a;
