@@ -2224,7 +2224,7 @@ __device__ __forceinline__ void pk_fence() { asm volatile("fence.acq_rel.gpu;" :
 /* QWEN3MOE_PERSIST_PROF: point i (< PK_MARKS) of layer l's step, stamped by block 0's
  * first warp: pk_mark (thread 0), or rows_qp's stamps (marks i, i + 1) where pk_stamp
  * gives it the slot (else null) */
-#define PK_MARKS 12
+#define PK_MARKS 16
 __device__ __forceinline__ unsigned long long *pk_stamp(const PArgs &a, int l, int i) {
     return a.prof && blockIdx.x == 0 && threadIdx.x < WARP ? a.prof + (size_t)PK_PROF_MAXB * (gridDim.x + 1) + (size_t)l * PK_MARKS + i : nullptr;
 }
@@ -2454,11 +2454,9 @@ __device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uin
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
-/* One block item: query heads h0 .. h0 + nhb - 1 against positions [t0, t1) of KV head kvh,
- * whose rows [t0, pre) were issued already (the barrier window); writes each head's
- * partial (acc[D], max, sum) as attn_part does, or (FIN: the item spans every position)
- * the heads' outputs, int8 with a scale per 32 as pk_comb's. */
-template <bool FIN>
+/* AM_CHUNKED's item: query heads h0 .. h0 + nhb - 1 against positions [t0, t1) of KV head
+ * kvh, whose rows [t0, pre) were issued already (the barrier window); writes each head's
+ * partial (acc[D], max, sum) as attn_part does, for C to merge. */
 __device__ void pk_attn_item(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int h0, int nhb, int t0, int t1, int pre, float *pp,
                              size_t pstride) {
     const int n = t1 - t0, n16 = (n + 15) & ~15, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, g = lane / 4, tq = lane % 4;
@@ -2466,7 +2464,7 @@ __device__ void pk_attn_item(const PArgs &a, const PLayer &L, const PSmem &s, in
     float *S = (float *)(qs + PK_DHB * PK_KP);
     __half *P = (__half *)(S + PK_DHB * PK_DSUB);
     float *mx = (float *)(P + PK_DHB * PK_PP), *sum = mx + PK_DHB;
-    pk_item_issue<!FIN>(a, L, s, kvh, t0, pre - t0, n);
+    pk_item_issue<true>(a, L, s, kvh, t0, pre - t0, n);
     cp_async_commit();
     /* the pad rows up to 16: V zeroed (P is 0 there, and 0 x a stale NaN would not be) */
     for (int i = threadIdx.x; i < (n16 - n) * PK_D; i += blockDim.x) vs[(n + i / PK_D) * PK_KP + i % PK_D] = __float2half(0.f);
@@ -2532,24 +2530,140 @@ __device__ void pk_attn_item(const PArgs &a, const PLayer &L, const PSmem &s, in
     }
     __syncthreads();
     const int hj[4] = {2 * tq, 2 * tq + 1, 2 * tq, 2 * tq + 1}, dj[4] = {16 * dt + g, 16 * dt + g, 16 * dt + g + 8, 16 * dt + g + 8};
-    if constexpr (FIN) {   /* normalized in place, then a group of 32 a warp, as pk_comb's warp_quant2 */
-        if (!half)
+    if (!half)
 #pragma unroll
-            for (int i = 0; i < 4; i++) O[hj[i] * PK_D + dj[i]] = (c[i] + O[hj[i] * PK_D + dj[i]]) / sum[hj[i]];
-        __syncthreads();
-        for (int gi = warp; gi < nhb * PK_D / WARP; gi += PK_WARPS) {
-            const int h = h0 + gi / (PK_D / WARP), e = WARP * (gi % (PK_D / WARP));
-            warp_quant2(O[gi * WARP + lane], a.aq + h * PK_D + e, (float2 *)a.ad + (h * PK_D + e) / WARP);
-        }
-    } else {
-        if (!half)
+        for (int i = 0; i < 4; i++)
+            if (hj[i] < nhb) pp[(size_t)hj[i] * pstride + dj[i]] = c[i] + O[hj[i] * PK_D + dj[i]];
+    if (threadIdx.x < nhb) {
+        pp[(size_t)threadIdx.x * pstride + PK_D] = mx[threadIdx.x];
+        pp[(size_t)threadIdx.x * pstride + PK_D + 1] = sum[threadIdx.x];
+    }
+    __syncthreads();   /* the staging is free for the next item */
+}
+/* AM_ONE's item: query heads h0 .. h0 + nhb - 1 against every position [0, n) of KV head
+ * kvh (rows [0, pre) issued in the barrier window), written as the heads' int8 outputs. A
+ * warp takes 16 positions through both products in registers: S = Q K^T with the heads as
+ * the mma's rows (8 of its 16), so that S's accumulators are already P's A fragments
+ * (FlashAttention-2's layout), and one exchange of the warps' maxes gives every warp the
+ * block's max per head; each warp's f32 P V goes over K's staging (K is read by then), and
+ * every thread sums two outputs over the warps' parts, a half-warp quantizing a group of 32.
+ * Four block barriers where the item with S and P in shared memory took six, and no chain
+ * of dependent shared loads or shuffles longer than one step needs: with 128 blocks
+ * waiting on these 4, such chains were B's time (bench/NOTES.md P77-P79). */
+#define PK_OP (PK_D + 8)   /* a warp's partial O, per head: the pad spreads the 8 heads' rows over the banks */
+static_assert(PK_WARPS * PK_DHB * PK_OP * 4 <= PK_DSUB * PK_KP * 2, "AM_ONE: the warps' partial O must fit over K's staging");
+static_assert(PK_DSUB == 16 * PK_WARPS, "AM_ONE: a warp a tile of 16 positions");
+__device__ void pk_attn_one(const PArgs &a, const PLayer &L, const PSmem &s, int l, int kvh, int h0, int nhb, int n, int pre) {
+    const int nw = (n + 15) / 16, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, g = lane / 4, tq = lane % 4, p0 = 16 * warp;
+    __half *ks = pk_ks(s), *vs = pk_vs(s), *qs = vs + PK_DSUB * PK_KP;
+    float *mw = (float *)(qs + PK_DHB * PK_KP), *lw = mw + PK_WARPS * PK_DHB;   /* [warp][head] */
+    float *O = (float *)ks;                                                     /* [warp][head][PK_OP] */
+    pk_item_issue<false>(a, L, s, kvh, 0, pre, n);
+    cp_async_commit();
+    for (int i = threadIdx.x; i < (16 * nw - n) * PK_D; i += blockDim.x) vs[(n + i / PK_D) * PK_KP + i % PK_D] = __float2half(0.f);   /* 0 x a stale NaN is not 0 */
+    for (int i = threadIdx.x; i < PK_DHB * PK_D / 4; i += blockDim.x) {   /* one float4 a thread: one round trip */
+        const int j = i / (PK_D / 4), d = 4 * (i % (PK_D / 4));
+        const float4 v = j < nhb ? __ldcg((const float4 *)(a.qkv + (size_t)(h0 + j) * PK_D + d)) : make_float4(0.f, 0.f, 0.f, 0.f);
+        __half2 *q2 = (__half2 *)(qs + j * PK_KP + d);
+        q2[0] = __floats2half2_rn(v.x * a.scale, v.y * a.scale);
+        q2[1] = __floats2half2_rn(v.z * a.scale, v.w * a.scale);
+    }
+    pk_mark(a, l, 12);
+    cp_async_wait_all();
+    __syncthreads();
+    pk_mark(a, l, 13);
+    float c0[4] = {0.f, 0.f, 0.f, 0.f}, c1[4] = {0.f, 0.f, 0.f, 0.f};   /* positions p0 + 2tq (+1), p0 + 8 + 2tq (+1); head g */
+    const int pp[4] = {p0 + 2 * tq, p0 + 2 * tq + 1, p0 + 8 + 2 * tq, p0 + 9 + 2 * tq};
+    if (warp < nw) {
+        float e0[4] = {0.f, 0.f, 0.f, 0.f}, e1[4] = {0.f, 0.f, 0.f, 0.f};   /* the odd k-steps: two chains of mma, not one */
 #pragma unroll
-            for (int i = 0; i < 4; i++)
-                if (hj[i] < nhb) pp[(size_t)hj[i] * pstride + dj[i]] = c[i] + O[hj[i] * PK_D + dj[i]];
-        if (threadIdx.x < nhb) {
-            pp[(size_t)threadIdx.x * pstride + PK_D] = mx[threadIdx.x];
-            pp[(size_t)threadIdx.x * pstride + PK_D + 1] = sum[threadIdx.x];
+        for (int kk = 0; kk < PK_D / 16; kk += 2) {   /* two k-steps a q load */
+            uint32_t q0, q1, q2, q3, k0, k1, k2, k3, k4, k5, k6, k7;
+            ldsm_x4(qs + (lane % 8) * PK_KP + 16 * kk + 8 * (lane / 8), q0, q1, q2, q3);
+            const __half *kr = ks + (p0 + lane % 8 + 8 * (lane / 16)) * PK_KP + 16 * kk + 8 * (lane / 8 % 2);
+            ldsm_x4(kr, k0, k1, k2, k3);
+            ldsm_x4(kr + 16, k4, k5, k6, k7);
+            mma16816(c0, q0, 0u, q1, 0u, k0, k1);
+            mma16816(c1, q0, 0u, q1, 0u, k2, k3);
+            mma16816(e0, q2, 0u, q3, 0u, k4, k5);
+            mma16816(e1, q2, 0u, q3, 0u, k6, k7);
         }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            c0[i] += e0[i];
+            c1[i] += e1[i];
+        }
+        const float sv[4] = {c0[0], c0[1], c1[0], c1[1]};
+        float m = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            if (pp[i] < n) m = fmaxf(m, sv[i]);
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+        if (tq == 0) mw[warp * PK_DHB + g] = m;
+    }
+    __syncthreads();
+    pk_mark(a, l, 14);
+    if (warp < nw) {
+        float M = -INFINITY;   /* the lanes of head g read a quarter of the warps' maxes each, at once */
+#pragma unroll
+        for (int w = tq; w < PK_WARPS; w += 4)
+            if (w < nw) M = fmaxf(M, mw[w * PK_DHB + g]);
+        M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
+        M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
+        const float sv[4] = {c0[0], c0[1], c1[0], c1[1]};
+        __half p[4];
+        float l = 0.f;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            p[i] = __float2half(pp[i] < n ? expf(sv[i] - M) : 0.f);
+            l += __half2float(p[i]);   /* the sum of the f16 weights V is multiplied by */
+        }
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        if (tq == 0) lw[warp * PK_DHB + g] = l;
+        const __half2 pa = __halves2half2(p[0], p[1]), pb = __halves2half2(p[2], p[3]);
+        const uint32_t a0 = *(const uint32_t *)&pa, a2 = *(const uint32_t *)&pb;
+        float *Ow = O + (size_t)(warp * PK_DHB + g) * PK_OP + 2 * tq;
+        const __half *vr = vs + (p0 + lane % 8 + 8 * (lane / 8 % 2)) * PK_KP + 8 * (lane / 16);
+#pragma unroll
+        for (int j = 0; j < PK_D / 8; j += 2) {   /* two n-tiles of 8 dims a V load */
+            uint32_t v0, v1, v2, v3;
+            ldsm_x4_t(vr + 8 * j, v0, v1, v2, v3);
+            float d0[4] = {0.f, 0.f, 0.f, 0.f}, d1[4] = {0.f, 0.f, 0.f, 0.f};
+            mma16816(d0, a0, 0u, a2, 0u, v0, v1);
+            mma16816(d1, a0, 0u, a2, 0u, v2, v3);
+            *(float2 *)(Ow + 8 * j) = make_float2(d0[0], d0[1]);
+            *(float2 *)(Ow + 8 * j + 8) = make_float2(d1[0], d1[1]);
+        }
+    }
+    __syncthreads();
+    pk_mark(a, l, 15);
+    /* two outputs a thread, a group of 32 a half-warp: every warp's share in one pass */
+    if (threadIdx.x < nhb * PK_D / 2) {
+        const int j = threadIdx.x / (PK_D / 2), d = 2 * (threadIdx.x % (PK_D / 2));
+        float2 v = make_float2(0.f, 0.f);
+        float l = 0.f;
+#pragma unroll
+        for (int w = 0; w < PK_WARPS; w++)   /* unrolled: the loads in flight together */
+            if (w < nw) {
+                const float2 o = *(const float2 *)(O + (size_t)(w * PK_DHB + j) * PK_OP + d);
+                v.x += o.x;
+                v.y += o.y;
+                l += lw[w * PK_DHB + j];
+            }
+        v.x /= l;
+        v.y /= l;
+        float amax = fmaxf(fabsf(v.x), fabsf(v.y));
+#pragma unroll
+        for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const int8_t b0 = quant_q8(v.x, amax), b1 = quant_q8(v.y, amax);
+        int sum = (int)b0 + b1;
+#pragma unroll
+        for (int o = 1; o < 16; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        const int oi = (h0 + j) * PK_D + d;
+        *(char2 *)(a.aq + oi) = make_char2(b0, b1);
+        if (lane % 16 == 0) ((float2 *)a.ad)[oi / 32] = make_float2(amax / 127.f, amax / 127.f * (float)sum);
     }
     __syncthreads();   /* the staging is free for the next item */
 }
@@ -2564,7 +2678,7 @@ __device__ __forceinline__ void pk_item_of(const PArgs &a, int it, int nchv, int
 }
 
 /* B: attention by block items (pk_attn_item), round the blocks. */
-template <int AM> __device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos) {
+template <int AM> __device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos) {
     if (blockIdx.x == gridDim.x - 1)   /* A's sum-of-squares slots, read by now (pk_rope), for the next layer */
         for (int i = threadIdx.x; i < pk_halves(a); i += blockDim.x) a.ssx[i] = 0ull;
     int ch, nchv;
@@ -2574,8 +2688,10 @@ template <int AM> __device__ void pk_attn(const PArgs &a, const PLayer &L, const
         int kvh, h0, nhb, t0, t1;
         pk_item_of(a, it, nchv, ch, pos, kvh, h0, nhb, t0, t1);
         const int pre = it == (int)blockIdx.x ? min(t1, pos) : t0;   /* the first item's earlier rows came in the barrier window */
-        pk_attn_item<AM == AM_ONE>(a, L, s, kvh, h0, nhb, t0, t1, max(pre, t0), a.part + ((size_t)h0 * a.nch + it % nchv) * (PK_D + 2),
-                                   (size_t)a.nch * (PK_D + 2));
+        if constexpr (AM == AM_ONE) pk_attn_one(a, L, s, l, kvh, h0, nhb, t1, max(pre, t0));
+        else
+            pk_attn_item(a, L, s, kvh, h0, nhb, t0, t1, max(pre, t0), a.part + ((size_t)h0 * a.nch + it % nchv) * (PK_D + 2),
+                         (size_t)a.nch * (PK_D + 2));
     }
 }
 
@@ -2965,7 +3081,7 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         const PLayer &L = a.L[l];
         pk_qkv<FAM>(a, L, s, l, pos, gw, NW);
         PK_SYNC(pk_pf_attn<AM>(a, L, s, pos));
-        pk_attn<AM>(a, L, s, pos);
+        pk_attn<AM>(a, L, s, l, pos);
         if constexpr (AM == AM_ONE) PK_SKIP();
         else {
             PK_SYNC((void)0);
@@ -3717,7 +3833,8 @@ static void persist_prof_report(GpuModel *g) {
     static const struct { int mark, phase; const char *what; } mk[] = {
         {6, 0, "A: norm"}, {11, 0, "rows landed"}, {7, 0, "first rows"},
         {0, 5, "F: logits"}, {1, 5, "ranks"}, {2, 5, "placed"}, {3, 5, "top-k"}, {8, 5, "rows issued"}, {9, 5, "rows landed"},
-        {4, 5, "first rows"}, {5, 5, "done"}};
+        {4, 5, "first rows"}, {5, 5, "done"},
+        {12, 1, "B: q"}, {13, 1, "staged"}, {14, 1, "max"}, {15, 1, "PV"}};
     fprintf(stderr, "  block 0, warp 0, us into the phase:");
     for (const auto &k : mk) {
         double t = 0;
@@ -3725,7 +3842,7 @@ static void persist_prof_report(GpuModel *g) {
             const unsigned long long m = h[(size_t)PK_PROF_MAXB * (G + 1) + (size_t)l * PK_MARKS + k.mark], p0 = pass[P * l + k.phase];
             t += m ? (double)(m - p0) / NL : 0.0;
         }
-        fprintf(stderr, "%s %s %.2f", k.mark == 0 ? "\n   " : k.mark == 6 ? "" : ",", k.what, t / 1e3);
+        fprintf(stderr, "%s %s %.2f", k.mark == 0 || k.mark == 12 ? "\n   " : k.mark == 6 ? "" : ",", k.what, t / 1e3);
     }
     fprintf(stderr, "\n");
     fprintf(stderr, "  total %.1f us per layer, %.3f ms the step's layers\n", tot / 1e3, (double)(pass[nbar] - pass[0]) / 1e6);
