@@ -881,7 +881,9 @@ __device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *
     if (lane == 0) red[warp] = ss;
     __syncthreads();
     float t = 0.f;
-    for (int j = 0; j < nw; j++) t += red[j];
+#pragma unroll
+    for (int j = 0; j < 32; j++)   /* unrolled: the loads in flight together (the adds in order, as before) */
+        if (j < nw) t += red[j];
     const float sc = 1.0f / sqrtf(t / E + eps);
     for (int i = threadIdx.x; i < E; i += blockDim.x) xsf[i] *= sc;
     __syncthreads();
@@ -2855,17 +2857,22 @@ __device__ void pk_topk(const PArgs &a, const PSmem &s, int l) {
     }
     __syncthreads();
     pk_mark(a, l, 2);
-    /* renormalized over the K (--parity's forced experts weighted by this router): each of
-     * the K threads sums the K weights in order itself, then writes its own */
-    if (t < a.K) {
+    /* renormalized over the K (--parity's forced experts weighted by this router): lane k of
+     * warp 0 takes choice k's weight, their sum by shuffles (where each lane summing all K
+     * in turn was a chain of 2K dependent shared loads) */
+    static_assert(PK_MAXK == 8, "the top-k's weight sum: 3 shuffle steps over 8 lanes");
+    if (t < WARP) {
         const float mx = lgs[s.sel[0]];
-        const int e = fon ? a.force[(size_t)l * a.K + t] : s.sel[t];
-        const float w = expf(lgs[e] - mx);
-        float tot = 0.f;
-        for (int k = 0; k < a.K; k++) tot += expf(lgs[fon ? a.force[(size_t)l * a.K + k] : s.sel[k]] - mx);
-        __syncwarp((1u << a.K) - 1u);
-        s.sel[t] = e;
-        s.selw[t] = w / tot;
+        const int e = t < a.K ? (fon ? a.force[(size_t)l * a.K + t] : s.sel[t]) : 0;
+        const float w = t < a.K ? expf(lgs[e] - mx) : 0.f;
+        float tot = w;
+#pragma unroll
+        for (int o = 1; o < PK_MAXK; o <<= 1) tot += __shfl_xor_sync(0xffffffffu, tot, o);
+        __syncwarp();   /* every lane has read s.sel before any writes it */
+        if (t < a.K) {
+            s.sel[t] = e;
+            s.selw[t] = w / tot;
+        }
     }
     __syncthreads();
 }
