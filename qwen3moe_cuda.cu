@@ -2615,15 +2615,15 @@ __device__ void pk_attn_one(const PArgs &a, const PLayer &L, const PSmem &s, int
         M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
         const float sv[4] = {c0[0], c0[1], c1[0], c1[1]};
         __half p[4];
-        float l = 0.f;
+        float ls = 0.f;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             p[i] = __float2half(pp[i] < n ? expf(sv[i] - M) : 0.f);
-            l += __half2float(p[i]);   /* the sum of the f16 weights V is multiplied by */
+            ls += __half2float(p[i]);   /* the sum of the f16 weights V is multiplied by */
         }
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        if (tq == 0) lw[warp * PK_DHB + g] = l;
+        ls += __shfl_xor_sync(0xffffffffu, ls, 1);
+        ls += __shfl_xor_sync(0xffffffffu, ls, 2);
+        if (tq == 0) lw[warp * PK_DHB + g] = ls;
         const __half2 pa = __halves2half2(p[0], p[1]), pb = __halves2half2(p[2], p[3]);
         const uint32_t a0 = *(const uint32_t *)&pa, a2 = *(const uint32_t *)&pb;
         float *Ow = O + (size_t)(warp * PK_DHB + g) * PK_OP + 2 * tq;
@@ -2645,17 +2645,17 @@ __device__ void pk_attn_one(const PArgs &a, const PLayer &L, const PSmem &s, int
     if (threadIdx.x < nhb * PK_D / 2) {
         const int j = threadIdx.x / (PK_D / 2), d = 2 * (threadIdx.x % (PK_D / 2));
         float2 v = make_float2(0.f, 0.f);
-        float l = 0.f;
+        float ls = 0.f;
 #pragma unroll
         for (int w = 0; w < PK_WARPS; w++)   /* unrolled: the loads in flight together */
             if (w < nw) {
                 const float2 o = *(const float2 *)(O + (size_t)(w * PK_DHB + j) * PK_OP + d);
                 v.x += o.x;
                 v.y += o.y;
-                l += lw[w * PK_DHB + j];
+                ls += lw[w * PK_DHB + j];
             }
-        v.x /= l;
-        v.y /= l;
+        v.x /= ls;
+        v.y /= ls;
         float amax = fmaxf(fabsf(v.x), fabsf(v.y));
 #pragma unroll
         for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
