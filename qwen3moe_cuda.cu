@@ -2392,7 +2392,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
 
 /* How a step's attention runs: a k_persist of its own per mode (the host picks the step's
  * graph by its position), so that one mode's code leaves the other's as it was. Both take
- * block items (pk_attn_item: K and V staged whole, tensor-core products), which replaced
+ * block items (pk_attn_item, pk_attn_one: K and V staged whole, tensor-core products), which replaced
  * 4-warp items of 2 heads whose steps of 4 positions each waited a round trip (at depth
  * 8192 phase B took 33 us a layer, now 5; bench/NOTES.md P71).
  * AM_ONE (pos < PK_DSUB): an item per (KV head, group of PK_DHB query heads) over all
@@ -2679,7 +2679,7 @@ __device__ __forceinline__ void pk_item_of(const PArgs &a, int it, int nchv, int
     t1 = min(t0 + ch, pos + 1);
 }
 
-/* B: attention by block items (pk_attn_item), round the blocks. */
+/* B: attention by block items (pk_attn_one or pk_attn_item), round the blocks. */
 template <int AM> __device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos) {
     if (blockIdx.x == gridDim.x - 1)   /* A's sum-of-squares slots, read by now (pk_rope), for the next layer */
         for (int i = threadIdx.x; i < pk_halves(a); i += blockDim.x) a.ssx[i] = 0ull;
