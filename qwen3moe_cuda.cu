@@ -2456,6 +2456,20 @@ __device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uin
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+/* Both items, while their K/V copies fly: V's pad rows [n, n16) zeroed (P is 0 there, and
+ * 0 x a stale NaN would not be), and the heads' q (f32, rotated, from A) staged scaled as
+ * f16, heads past nhb zero: one float4 a thread, one round trip. */
+__device__ __forceinline__ void pk_item_q_pad(const PArgs &a, const PSmem &s, int h0, int nhb, int n, int n16) {
+    __half *vs = pk_vs(s), *qs = vs + PK_DSUB * PK_KP;
+    for (int i = threadIdx.x; i < (n16 - n) * PK_D; i += blockDim.x) vs[(n + i / PK_D) * PK_KP + i % PK_D] = __float2half(0.f);
+    for (int i = threadIdx.x; i < PK_DHB * PK_D / 4; i += blockDim.x) {
+        const int j = i / (PK_D / 4), d = 4 * (i % (PK_D / 4));
+        const float4 v = j < nhb ? __ldcg((const float4 *)(a.qkv + (size_t)(h0 + j) * PK_D + d)) : make_float4(0.f, 0.f, 0.f, 0.f);
+        __half2 *q2 = (__half2 *)(qs + j * PK_KP + d);
+        q2[0] = __floats2half2_rn(v.x * a.scale, v.y * a.scale);
+        q2[1] = __floats2half2_rn(v.z * a.scale, v.w * a.scale);
+    }
+}
 /* AM_CHUNKED's item: query heads h0 .. h0 + nhb - 1 against positions [t0, t1) of KV head
  * kvh, whose rows [t0, pre) were issued already (the barrier window); writes each head's
  * partial (acc[D], max, sum) as attn_part does, for C to merge. */
@@ -2468,12 +2482,7 @@ __device__ void pk_attn_item(const PArgs &a, const PLayer &L, const PSmem &s, in
     float *mx = (float *)(P + PK_DHB * PK_PP), *sum = mx + PK_DHB;
     pk_item_issue<true>(a, L, s, kvh, t0, pre - t0, n);
     cp_async_commit();
-    /* the pad rows up to 16: V zeroed (P is 0 there, and 0 x a stale NaN would not be) */
-    for (int i = threadIdx.x; i < (n16 - n) * PK_D; i += blockDim.x) vs[(n + i / PK_D) * PK_KP + i % PK_D] = __float2half(0.f);
-    for (int i = threadIdx.x; i < PK_DHB * PK_D; i += blockDim.x) {
-        const int j = i / PK_D, d = i % PK_D;
-        qs[j * PK_KP + d] = __float2half(j < nhb ? __ldcg(a.qkv + (size_t)(h0 + j) * PK_D + d) * a.scale : 0.f);
-    }
+    pk_item_q_pad(a, s, h0, nhb, n, n16);
     cp_async_wait_all();
     __syncthreads();
     /* S^T tile (16 positions x 8 heads) a warp: A = K rows, B = q (n = head, k = d) */
@@ -2562,14 +2571,7 @@ __device__ void pk_attn_one(const PArgs &a, const PLayer &L, const PSmem &s, int
     float *O = (float *)ks;                                                     /* [warp][head][PK_OP] */
     pk_item_issue<false>(a, L, s, kvh, 0, pre, n);
     cp_async_commit();
-    for (int i = threadIdx.x; i < (16 * nw - n) * PK_D; i += blockDim.x) vs[(n + i / PK_D) * PK_KP + i % PK_D] = __float2half(0.f);   /* 0 x a stale NaN is not 0 */
-    for (int i = threadIdx.x; i < PK_DHB * PK_D / 4; i += blockDim.x) {   /* one float4 a thread: one round trip */
-        const int j = i / (PK_D / 4), d = 4 * (i % (PK_D / 4));
-        const float4 v = j < nhb ? __ldcg((const float4 *)(a.qkv + (size_t)(h0 + j) * PK_D + d)) : make_float4(0.f, 0.f, 0.f, 0.f);
-        __half2 *q2 = (__half2 *)(qs + j * PK_KP + d);
-        q2[0] = __floats2half2_rn(v.x * a.scale, v.y * a.scale);
-        q2[1] = __floats2half2_rn(v.z * a.scale, v.w * a.scale);
-    }
+    pk_item_q_pad(a, s, h0, nhb, n, 16 * nw);
     pk_mark(a, l, 12);
     cp_async_wait_all();
     __syncthreads();
