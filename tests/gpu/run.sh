@@ -199,6 +199,27 @@ for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--p
     rm -f "$m"
 done
 
+# 3f. the top-k's ties: a router of zeros gives every expert the logit 0, so the CPU
+# (router_topk_sp: ties to the lower id) takes experts 0..K-1 at every layer and position,
+# and the GPU's own choice must be identical: the persistent kernel's ranks (8 to 160
+# experts: 160 takes the rank loop round the block's threads twice) and the kernel graph's
+# k_topk.
+for spec in "tie-e8|--preset tiny" "tie-e16|--experts 16 --experts-used 4" "tie-e128|--experts 128 --experts-used 8" "tie-e160|--experts 160 --experts-used 8"; do
+    name=${spec%%|*} m=$LOG/${spec%%|*}.gguf shape="--layers 2 --embd 256 --heads 2 --heads-kv 1 --head-dim 128 --ff 256"
+    [ "$name" = tie-e8 ] && shape=
+    if ! "$GEN" -q -o "$m" $shape ${spec#*|} --type q4_k --router-gain 0 --seed 21 > /dev/null 2>&1; then nok "gen_model $name"; continue; fi
+    for pk in 1 0; do
+        QWEN3MOE_PERSIST=$pk "$Q" -m "$m" --parity --raw -p "$PROMPT" -n 6 > "$LOG/$name.$pk.parity.log" 2>&1; rc=$?
+        path=$(sed -n 's/^  GPU decode *//p' "$LOG/$name.$pk.parity.log")
+        same=$(sed -n 's/^  expert sets .*; \([0-9]*\)\/\([0-9]*\) identical.*/\1 \2/p' "$LOG/$name.$pk.parity.log")
+        want=persistent; [ $pk = 0 ] && want="kernel graph"
+        if [ "$rc" -eq 0 ] && [ -n "$same" ] && [ "${same% *}" = "${same#* }" ] && [ "${path#$want}" != "$path" ]; then
+            ok "$name, all logits 0, on the ${path%%,*}: the GPU's expert sets are the CPU's lowest ids (${same% *} of ${same#* } identical)"
+        else nok "$name, all logits 0, QWEN3MOE_PERSIST=$pk (exit $rc, decode: ${path:-?}): expert sets ${same:-?} identical"; grep -E "FAIL|DIFFER|cosine|top-1|result|rror" "$LOG/$name.$pk.parity.log" | head -8; fi
+    done
+    rm -f "$m"
+done
+
 # 3e. prefill with the two expert paths in one model: layer 0's experts on k_expert_gemm
 # (routed on the device), layer 1's F16 experts through the host-routed f16 + cuBLAS path;
 # the routers' choices of both are recorded for --parity's expert-set comparison
