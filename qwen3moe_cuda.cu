@@ -2805,7 +2805,7 @@ __device__ void pk_router(const PArgs &a, const PLayer &L, const PSmem &s, int g
  * An expert's rank among the others is counted in PK_RQ parts at once (a chain of ne
  * dependent shared loads per thread was the top-k's longest step), on 64-bit keys (the
  * logit's order, then the id: argmax_key) so that "above" is one unsigned compare instead
- * of a float compare, an equality and an id compare (ranks 1.05 -> 0.7 us a layer, tg128
+ * of a float compare, an equality and an id compare (ranks 1.08 -> 0.74 us a layer, tg128
  * +1.9% on the H100, bench/NOTES.md P86); the keys are distinct, so every rank is taken
  * once. No softmax over all experts on this path: the renormalized weights need only the
  * K chosen logits (exp(l - max) / their sum; the max is the first choice's logit), and the
