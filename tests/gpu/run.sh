@@ -202,9 +202,10 @@ done
 # 3f. the top-k's ties: a router of zeros gives every expert the logit 0, so the CPU
 # (router_topk_sp: ties to the lower id) takes experts 0..K-1 at every layer and position,
 # and the GPU's own choice must be identical: the persistent kernel's ranks (8 to 160
-# experts: 160 takes the rank loop round the block's threads twice) and the kernel graph's
-# k_topk.
-for spec in "tie-e8|--preset tiny" "tie-e16|--experts 16 --experts-used 4" "tie-e128|--experts 128 --experts-used 8" "tie-e160|--experts 160 --experts-used 8"; do
+# experts: 160 takes the rank loop round the block's threads twice, 12 its scalar loop for
+# counts that are not a multiple of 8) and the kernel graph's k_topk.
+for spec in "tie-e8|--preset tiny" "tie-e12|--experts 12 --experts-used 3" "tie-e16|--experts 16 --experts-used 4" "tie-e128|--experts 128 --experts-used 8" \
+            "tie-e160|--experts 160 --experts-used 8"; do
     name=${spec%%|*} m=$LOG/${spec%%|*}.gguf shape="--layers 2 --embd 256 --heads 2 --heads-kv 1 --head-dim 128 --ff 256"
     [ "$name" = tie-e8 ] && shape=
     if ! "$GEN" -q -o "$m" $shape ${spec#*|} --type q4_k --router-gain 0 --seed 21 > /dev/null 2>&1; then nok "gen_model $name"; continue; fi
