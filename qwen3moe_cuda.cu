@@ -663,6 +663,7 @@ __device__ __forceinline__ void cp_async16_hint(unsigned sa, const void *gmem, u
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 /* wait until at most one committed group of this thread's copies is still in flight */
 __device__ __forceinline__ void cp_async_wait_but_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 __device__ __forceinline__ uint4 ld_stream(const void *p) {
@@ -1773,6 +1774,9 @@ __host__ __device__ constexpr bool pk_serves(int fam, int t) {
 #define PK_DHB 8                  /* attention: query heads per block item (a GQA group of 8: each K/V row read once) */
 #define PK_PROF_MAXB 2048         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
 #define PK_W 4                    /* lanes a Q4_K superblock in the phases whose rows are >= 2048 wide (A, D, F): QW4K */
+#ifndef PK_FPIPE
+#define PK_FPIPE 2                /* F: gate/up rows a warp has in flight at once (rows_pipe; 0: all 8) */
+#endif
 #define PK_PHASES 7               /* per layer, each ended by a grid barrier: A..G below */
 
 struct PLayer {
@@ -2128,6 +2132,52 @@ __device__ __forceinline__ void rows_shx(const uint8_t *const *wp, unsigned ok, 
     for (int o = WARP / 2 / R; o > 0; o >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
     if ((lane & (WARP / R - 1)) == 0) res[row] = (it0 ? res[row] : 0.f) + v[0];
 }
+/* Rows that share one x, P of them in flight at a time (F's gate/up rows): row r + P is
+ * asked for once row r has landed, and each row is multiplied as it lands. The point is
+ * the memory system's queues more than the overlap: with every SM's whole phase asked for
+ * at once (F: 14 MB) an L2 hit beside the stream waits 1.4-2.3 us instead of 0.15, while
+ * ~4 MB in flight already keeps the copies at ~3 TB/s (bench/contention_probe.cu on the
+ * H100; bench/NOTES.md P87: F 13.4 -> 11.9 us a layer). The rows go round P + 1 slots of
+ * the warp's buffer (slot bytes each; the caller checks that a row fits), so a slot is
+ * refilled only after the row in it was used. x is read again per row, so that nothing
+ * but the row loop is live across the waits (holding it cost spills). */
+template <int P> __device__ __forceinline__ int pipe_slot(int bytes) { return bytes / (P + 1) / 16 * 16; }
+template <typename Q, int L, int R, int P>
+__device__ __forceinline__ void rows_pipe(const uint8_t *const *wp, unsigned ok, size_t rb, const int8_t *xq, const float2 *xd, int niter, int SB,
+                                          float *res, uint8_t *buf, int slot, unsigned long long *stamp) {
+    const int lane = threadIdx.x % WARP, j = lane % L;
+    const int nb = (int)min((size_t)niter * SB, rb);
+#pragma unroll 1
+    for (int r = 0; r < P; r++) {
+        if (r < R) row_issue16<true>(wp[r], nb, buf + r * slot, (ok >> r) & 1);
+        cp_async_commit();
+    }
+    if (stamp && lane == 0) stamp[0] = gtimer();
+    int sr = 0;   /* row r's slot: r % (P + 1) */
+#pragma unroll 1
+    for (int r = 0; r < R; r++) {
+        cp_async_wait_group<P - 1>();   /* every group but the last P - 1: row r's */
+        __syncwarp();                   /* and every lane is through row r - 1, whose slot row r + P takes */
+        if (stamp && lane == 0 && r == 0) stamp[1] = gtimer();
+        const int sn = sr == 0 ? P : sr - 1;
+        if (r + P < R) row_issue16<true>(wp[r + P], nb, buf + sn * slot, (ok >> (r + P)) & 1);
+        cp_async_commit();   /* empty past the last row: row r + 1's group stays P - 1 behind */
+        float v = 0.f;
+        if ((ok >> r) & 1) {
+            const uint8_t *row = buf + sr * slot + (int)((uintptr_t)wp[r] & 15);   /* staged_row's offset, in slot sr */
+#pragma unroll 1
+            for (int it = lane / L; it < niter; it += WARP / L) {
+                typename Q::X xv;
+                Q::x(xq, 0, xd, it, j, xv);
+                v += Q::dot(row + it * SB, j, xv);
+            }
+        }
+        v = warp_sum(v);   /* while the next row lands */
+        if (lane == 0) res[r] = v;
+        sr = sr == P ? 0 : sr + 1;
+    }
+    __syncwarp();
+}
 /* The dot a phase uses for type T: W = 4 takes QW4K for Q4_K (rows >= 2048 wide), W = 0
  * rows_own for Q4_K / Q6_K rows with their own x (G); every other case the 8-lane QW<T> */
 template <int T, int W> struct QWsel { using Q = QW<T>; enum { L = 8 }; };
@@ -2143,7 +2193,7 @@ template <> struct QWsel<GGML_TYPE_Q4_K, 4> { using Q = QW4K; enum { L = 4 }; };
  * 230, but its calls spilled: 337 against 354 tok/s.) stamp (QWEN3MOE_PERSIST_PROF, else
  * null): lane 0 writes the time its first copies were issued, and when they landed. xq,
  * xd: x in the staging layout (xs_at, a float2 of scale and scale x sum per 32). */
-template <int T, int W, int R>
+template <int T, int W, int R, int PIPE = 0>
 __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
                                       int xstr, float *res, uint8_t *buf, int cap, bool pre, unsigned long long *stamp) {
     using Q = typename QWsel<T, W>::Q;
@@ -2151,6 +2201,12 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, s
     const int lane = threadIdx.x % WARP, j = lane % L;
     const int SB = stage_sb<T>(), niter = ncols / 256;
     const int ipc = stage_ipc<5>(SB, cap);
+    if constexpr (PIPE > 0) {
+        if (!pre && !xstr && (size_t)niter * SB + 31 <= (size_t)pipe_slot<PIPE>(R * cap)) {   /* a whole row in a slot */
+            rows_pipe<Q, L, R, PIPE>(wp, ok, rb, xq, xd, niter, SB, res, buf, pipe_slot<PIPE>(R * cap), stamp);
+            return;
+        }
+    }
 #pragma unroll 1
     for (int it0 = 0; it0 < niter; it0 += ipc) {
         const int it1 = min(niter, it0 + ipc);
@@ -2200,10 +2256,10 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, s
         __syncwarp();
     }
 }
-template <int FAM, int R, int W = 8>
+template <int FAM, int R, int W = 8, int PIPE = 0>
 __device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
                                         int xstr, float *res, uint8_t *buf, bool pre = false, unsigned long long *stamp = nullptr) {
-#define PK_CASE(T) case T: rows_qp<T, W, R>(wp, ok, rb, ncols, xq, xd, xstr, res, buf, PK_CAP(R), pre, stamp); break;
+#define PK_CASE(T) case T: rows_qp<T, W, R, PIPE>(wp, ok, rb, ncols, xq, xd, xstr, res, buf, PK_CAP(R), pre, stamp); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
 }
@@ -2911,7 +2967,7 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
         }
         const unsigned m = (1u << nv) - 1u;
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 8, PK_W>(tg, wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, false, g == gw ? pk_stamp(a, l, 8) : nullptr);
+        pk_rows<FAM, 8, PK_W, PK_FPIPE>(tg, wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, false, g == gw ? pk_stamp(a, l, 8) : nullptr);
         if (g == gw) pk_mark(a, l, 4);
         if (lane < nv) a.h[(size_t)k * a.Fpad + o0 + lane] = res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane];
         /* the warp completing a group of 32 outputs quantizes it for G (as the rope in A) */
@@ -3842,8 +3898,8 @@ static void persist_prof_report(GpuModel *g) {
      * "issue") is not shown: A's first rows were issued before the barrier */
     static const struct { int mark, phase; const char *what; } mk[] = {
         {6, 0, "A: norm"}, {11, 0, "rows landed"}, {7, 0, "first rows"},
-        {0, 5, "F: logits"}, {1, 5, "ranks"}, {2, 5, "placed"}, {3, 5, "top-k"}, {8, 5, "rows issued"}, {9, 5, "rows landed"},
-        {4, 5, "first rows"}, {5, 5, "done"},
+        {0, 5, "F: logits"}, {1, 5, "ranks"}, {2, 5, "placed"}, {3, 5, "top-k"}, {8, 5, "rows asked"}, {9, 5, "first row landed"},
+        {4, 5, "first group done"}, {5, 5, "done"},
         {12, 1, "B: q"}, {13, 1, "staged"}, {14, 1, "max"}, {15, 1, "PV"}};
     fprintf(stderr, "  block 0, warp 0, us into the phase:");
     for (const auto &k : mk) {
