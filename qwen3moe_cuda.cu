@@ -2988,7 +2988,23 @@ template <int FAM> __device__ void pk_pre_down(const PArgs &a, const PLayer &L, 
     const uint8_t *wp[PK_MAXK];
     if (gw >= a.E) return;
     pk_down_rows(a, L, s, gw, wp);
-    pk_issue<FAM, PK_MAXK>(L.t[PW_D], wp, (1u << a.K) - 1u, L.rb[PW_D], s.wb + (threadIdx.x / WARP) * PK_WB);
+    /* paced, at most 2 rows a warp in flight, so that the window's 7-10 MB are never all
+     * queued at once (rows_pipe's reason): the barrier's pass waited for the copies' issue
+     * anyway, and the next layer's start no longer sits behind them (G 4.1 -> 3.6 us, A 6.2
+     * -> 5.7, tg128 +1.0-1.3% on the H100, bench/NOTES.md P91) */
+    constexpr int Q = 2;
+    int sb = 0;
+#define PK_CASE(T) case T: sb = stage_sb<T>(); break;
+    PK_FAM_SWITCH(FAM, L.t[PW_D], PK_CASE)
+#undef PK_CASE
+    const size_t nb = min((size_t)stage_ipc<5>(sb, PK_CAP(PK_MAXK)) * sb, L.rb[PW_D]);
+    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+#pragma unroll 1
+    for (int r = 0; r < PK_MAXK; r++) {
+        if (r >= Q) cp_async_wait_group<Q - 1>();
+        row_issue16<true>(wp[r], nb, buf + r * PK_CAP(PK_MAXK), r < a.K && sb);
+        cp_async_commit();
+    }
 }
 template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
     const int lane = threadIdx.x % WARP, F = L.F;
