@@ -2202,8 +2202,9 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, s
     const int SB = stage_sb<T>(), niter = ncols / 256;
     const int ipc = stage_ipc<5>(SB, cap);
     if constexpr (PIPE > 0) {
-        if (!pre && !xstr && (size_t)niter * SB + 31 <= (size_t)pipe_slot<PIPE>(R * cap)) {   /* a whole row in a slot */
-            rows_pipe<Q, L, R, PIPE>(wp, ok, rb, xq, xd, niter, SB, res, buf, pipe_slot<PIPE>(R * cap), stamp);
+        const int slot = pipe_slot<PIPE>(R * cap);
+        if (!pre && !xstr && (size_t)niter * SB + 31 <= (size_t)slot) {   /* a whole row in a slot */
+            rows_pipe<Q, L, R, PIPE>(wp, ok, rb, xq, xd, niter, SB, res, buf, slot, stamp);
             return;
         }
     }
@@ -2265,13 +2266,18 @@ __device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsi
 }
 /* Issue (and commit) the first chunk of pk_rows<R>'s copies, e.g. before a barrier wait:
  * weights are never written, and the warp's buffer is free once its block has arrived. */
-template <int FAM, int R>
-__device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, unsigned ok, size_t rb, uint8_t *buf) {
+/* The bytes of a row (of rb) that pk_rows<R>'s first chunk stages; 0 for a type outside the family */
+template <int FAM, int R> __device__ __forceinline__ size_t pk_chunk0(int type, size_t rb) {
     int sb = 0;
 #define PK_CASE(T) case T: sb = stage_sb<T>(); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
-    if (sb) rows_issue_p(wp, R, ok, 0, min((size_t)stage_ipc<5>(sb, PK_CAP(R)) * sb, rb), buf, PK_CAP(R));
+    return sb ? min((size_t)stage_ipc<5>(sb, PK_CAP(R)) * sb, rb) : 0;
+}
+template <int FAM, int R>
+__device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, unsigned ok, size_t rb, uint8_t *buf) {
+    const size_t nb = pk_chunk0<FAM, R>(type, rb);
+    if (nb) rows_issue_p(wp, R, ok, 0, nb, buf, PK_CAP(R));
     cp_async_commit();
 }
 
@@ -2993,16 +2999,12 @@ template <int FAM> __device__ void pk_pre_down(const PArgs &a, const PLayer &L, 
      * anyway, and the next layer's start no longer sits behind them (G 4.1 -> 3.6 us, A 6.2
      * -> 5.7, tg128 +1.0-1.3% on the H100, bench/NOTES.md P91) */
     constexpr int Q = 2;
-    int sb = 0;
-#define PK_CASE(T) case T: sb = stage_sb<T>(); break;
-    PK_FAM_SWITCH(FAM, L.t[PW_D], PK_CASE)
-#undef PK_CASE
-    const size_t nb = min((size_t)stage_ipc<5>(sb, PK_CAP(PK_MAXK)) * sb, L.rb[PW_D]);
+    const size_t nb = pk_chunk0<FAM, PK_MAXK>(L.t[PW_D], L.rb[PW_D]);
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
 #pragma unroll 1
     for (int r = 0; r < PK_MAXK; r++) {
         if (r >= Q) cp_async_wait_group<Q - 1>();
-        row_issue16<true>(wp[r], nb, buf + r * PK_CAP(PK_MAXK), r < a.K && sb);
+        row_issue16<true>(wp[r], nb, buf + r * PK_CAP(PK_MAXK), r < a.K && nb);
         cp_async_commit();
     }
 }
