@@ -1797,6 +1797,7 @@ struct PArgs {
     int8_t *aq, *hq;
     float *ad, *hd;   /* float2s in the persistent kernel: per 32, the scale and the scale times the sum (warp_quant2) */
     unsigned *bar, *qcnt;
+    unsigned *kvc;   /* A -> B: per KV head, its q and k halves and v groups done (pk_kv_done), counted over the step's layers */
     unsigned long long *ssx;   /* A: a head half's sum of squares, flagged (pk_rope) */
     const int *pos_dev;
     int *rec;
@@ -2285,15 +2286,15 @@ __device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, uns
  * seen by whoever sees the update) is acquire-release: cheaper than __threadfence, a
  * sequentially consistent fence, whose extra guarantee no flag here relies on. */
 __device__ __forceinline__ void pk_fence() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
-/* QWEN3MOE_PERSIST_PROF: point i (< PK_MARKS) of layer l's step, stamped by block 0's
- * first warp: pk_mark (thread 0), or rows_qp's stamps (marks i, i + 1) where pk_stamp
- * gives it the slot (else null) */
+/* QWEN3MOE_PERSIST_PROF: point i (< PK_MARKS) of layer l's step, stamped by block blk's
+ * (0's, B's marks the block of item 0's) first warp: pk_mark (thread 0), or rows_qp's
+ * stamps (marks i, i + 1) where pk_stamp gives it the slot (else null) */
 #define PK_MARKS 16
-__device__ __forceinline__ unsigned long long *pk_stamp(const PArgs &a, int l, int i) {
-    return a.prof && blockIdx.x == 0 && threadIdx.x < WARP ? a.prof + (size_t)PK_PROF_MAXB * (gridDim.x + 1) + (size_t)l * PK_MARKS + i : nullptr;
+__device__ __forceinline__ unsigned long long *pk_stamp(const PArgs &a, int l, int i, unsigned blk = 0) {
+    return a.prof && blockIdx.x == blk && threadIdx.x < WARP ? a.prof + (size_t)PK_PROF_MAXB * (gridDim.x + 1) + (size_t)l * PK_MARKS + i : nullptr;
 }
-__device__ __forceinline__ void pk_mark(const PArgs &a, int l, int i) {
-    if (unsigned long long *p = pk_stamp(a, l, i); p && threadIdx.x == 0) *p = gtimer();
+__device__ __forceinline__ void pk_mark(const PArgs &a, int l, int i, unsigned blk = 0) {
+    if (unsigned long long *p = pk_stamp(a, l, i, blk); p && threadIdx.x == 0) *p = gtimer();
 }
 /* Split grid barrier: arrive, do something useful (prefetch), wait. The counter is zeroed
  * before each launch; barrier n completes when it reaches n * gridDim.x. */
@@ -2309,6 +2310,27 @@ __device__ __forceinline__ void pk_wait(const unsigned *bar, unsigned target) {
     if (threadIdx.x == PK_THREADS - WARP) {   /* the last warp polls: it has the fewest rows to issue between arrive and wait */
         unsigned v;
         do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(bar) : "memory");
+        while (v < target);
+    }
+    __syncthreads();
+}
+
+/* A -> B without a grid barrier: a KV head's attention needs only that head's q and k
+ * halves and v groups, so its block waits on their count (a.kvc, zeroed with the barrier
+ * counter before each launch, never reset: layer l's are done at (l + 1) parts) instead of
+ * on every block's A; the blocks with no item go on to D's window at once. */
+__device__ __forceinline__ unsigned pk_kv_parts(const PArgs &a) { return 2 * (a.nh / a.nkv) + 2 + PK_D / 4; }
+/* a whole warp, after its stores of a part of KV head kvh (each lane's fenced, as in threadFenceReduction) */
+__device__ __forceinline__ void pk_kv_done(const PArgs &a, int kvh) {
+    pk_fence();
+    __syncwarp();
+    if (threadIdx.x % WARP == 0) atomicAdd(a.kvc + kvh, 1u);
+}
+__device__ __forceinline__ void pk_kv_wait(const PArgs &a, int kvh, int l) {
+    if (threadIdx.x == 0) {
+        const unsigned target = (unsigned)(l + 1) * pk_kv_parts(a);
+        unsigned v;
+        do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(a.kvc + kvh) : "memory");
         while (v < target);
     }
     __syncthreads();
@@ -2334,7 +2356,7 @@ __device__ __forceinline__ bool warp_completes(unsigned *cnt, unsigned n, unsign
  * warp j/2's slots j%2 and j%2 + 2). The head's sum of squares is its halves' partials:
  * this block's goes to its slot with a flag, the other half's is read from the other slot
  * (one round trip; the blocks are co-resident). Then q or k is RMS-normalized and rotated
- * as in k_qk_rope: q to qkv for B, k to the cache. B clears the slots for the next layer. */
+ * as in k_qk_rope: q to qkv for B, k to the cache. D clears the slots for the next layer. */
 __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int hf, int pos, const float *y) {
     const int lane = threadIdx.x % WARP, D = PK_D, half = D / 2;
     const bool isq = hh < a.nh;
@@ -2366,6 +2388,7 @@ __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int hf, int pos
         dst[i] = __float2half(r0);
         dst[i + half] = __float2half(r1);
     }
+    pk_kv_done(a, isq ? hh / (a.nh / a.nkv) : hh - a.nh);
 }
 
 /* norm_x once in the persistent kernel's code, for A, E and H (code size: see PK_FAM0) */
@@ -2449,6 +2472,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
         pk_v_rows(L, vg, wp);
         pk_rows<FAM, 4, PK_W>(L.t[PW_V], wp, 0xFu, L.rb[PW_V], a.E, s.xs, s.xds, 0, res, buf, vg == vw && (int)blockIdx.x >= nu);
         if (lane < 4) L.vc[(size_t)pos * a.kvdim + 4 * vg + lane] = __float2half(res[lane]);
+        pk_kv_done(a, 4 * vg / PK_D);
     }
 }
 
@@ -2634,10 +2658,10 @@ __device__ void pk_attn_one(const PArgs &a, const PLayer &L, const PSmem &s, int
     pk_item_issue<false>(a, L, s, kvh, 0, pre, n);
     cp_async_commit();
     pk_item_q_pad(a, s, h0, nhb, n, 16 * nw);
-    pk_mark(a, l, 12);
+    pk_mark(a, l, 12, gridDim.x - 1);   /* the block of item 0 (pk_ib) */
     cp_async_wait_all();
     __syncthreads();
-    pk_mark(a, l, 13);
+    pk_mark(a, l, 13, gridDim.x - 1);
     float c0[4] = {0.f, 0.f, 0.f, 0.f}, c1[4] = {0.f, 0.f, 0.f, 0.f};   /* positions p0 + 2tq (+1), p0 + 8 + 2tq (+1); head g */
     const int pp[4] = {p0 + 2 * tq, p0 + 2 * tq + 1, p0 + 8 + 2 * tq, p0 + 9 + 2 * tq};
     if (warp < nw) {
@@ -2669,7 +2693,7 @@ __device__ void pk_attn_one(const PArgs &a, const PLayer &L, const PSmem &s, int
         if (tq == 0) mw[warp * PK_DHB + g] = m;
     }
     __syncthreads();
-    pk_mark(a, l, 14);
+    pk_mark(a, l, 14, gridDim.x - 1);
     if (warp < nw) {
         float M = -INFINITY;   /* the lanes of head g read a quarter of the warps' maxes each, at once */
 #pragma unroll
@@ -2704,7 +2728,7 @@ __device__ void pk_attn_one(const PArgs &a, const PLayer &L, const PSmem &s, int
         }
     }
     __syncthreads();
-    pk_mark(a, l, 15);
+    pk_mark(a, l, 15, gridDim.x - 1);
     /* two outputs a thread, a group of 32 a half-warp: every warp's share in one pass */
     if (threadIdx.x < nhb * PK_D / 2) {
         const int j = threadIdx.x / (PK_D / 2), d = 2 * (threadIdx.x % (PK_D / 2));
@@ -2743,17 +2767,21 @@ __device__ __forceinline__ void pk_item_of(const PArgs &a, int it, int nchv, int
     t1 = min(t0 + ch, pos + 1);
 }
 
+/* The block's place in B's round of items, from the grid's end: the blocks there have no
+ * q or k head half (pk_v_warps), finish A first and ask for their item's K and V rows
+ * while the halves are made (tg128 +1.3% over items from block 0 on the H100,
+ * bench/NOTES.md P93). */
+__device__ __forceinline__ int pk_ib() { return (int)gridDim.x - 1 - (int)blockIdx.x; }
 /* B: attention by block items (pk_attn_one or pk_attn_item), round the blocks. */
 template <int AM> __device__ void pk_attn(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos) {
-    if (blockIdx.x == gridDim.x - 1)   /* A's sum-of-squares slots, read by now (pk_rope), for the next layer */
-        for (int i = threadIdx.x; i < pk_halves(a); i += blockDim.x) a.ssx[i] = 0ull;
     int ch, nchv;
     pk_chunks<AM>(a, pos, ch, nchv);
     const int items = pk_dgroups(a) * nchv;
-    for (int it = blockIdx.x; it < items; it += gridDim.x) {
+    for (int it = pk_ib(); it < items; it += gridDim.x) {
         int kvh, h0, nhb, t0, t1;
         pk_item_of(a, it, nchv, ch, pos, kvh, h0, nhb, t0, t1);
-        const int pre = it == (int)blockIdx.x ? min(t1, pos) : t0;   /* the first item's earlier rows came in the barrier window */
+        const int pre = it == pk_ib() ? min(t1, pos) : t0;   /* the first item's earlier rows were asked for after A */
+        pk_kv_wait(a, kvh, l);
         if constexpr (AM == AM_ONE) pk_attn_one(a, L, s, l, kvh, h0, nhb, t1, max(pre, t0));
         else
             pk_attn_item(a, L, s, kvh, h0, nhb, t0, t1, max(pre, t0), a.part + ((size_t)h0 * a.nch + it % nchv) * (PK_D + 2),
@@ -2761,14 +2789,14 @@ template <int AM> __device__ void pk_attn(const PArgs &a, const PLayer &L, const
     }
 }
 
-/* Before B (the barrier window): the block's first item's rows of earlier positions (the
+/* Before B (while its KV head's q, k and v are made): the block's first item's rows of earlier positions (the
  * step's own is written in A) straight into its staging. */
 template <int AM> __device__ void pk_pf_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos) {
     int ch, nchv;
     pk_chunks<AM>(a, pos, ch, nchv);
-    if ((int)blockIdx.x < pk_dgroups(a) * nchv) {
+    if (pk_ib() < pk_dgroups(a) * nchv) {
         int kvh, h0, nhb, t0, t1;
-        pk_item_of(a, blockIdx.x, nchv, ch, pos, kvh, h0, nhb, t0, t1);
+        pk_item_of(a, pk_ib(), nchv, ch, pos, kvh, h0, nhb, t0, t1);
         pk_item_issue<AM == AM_CHUNKED>(a, L, s, kvh, t0, 0, min(t1, pos) - t0);
         cp_async_commit();
     }
@@ -2816,6 +2844,8 @@ template <int FAM> __device__ void pk_pre_o(const PArgs &a, const PLayer &L, con
 }
 template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
     const int lane = threadIdx.x % WARP;
+    if (blockIdx.x == gridDim.x - 1)   /* A's sum-of-squares slots, read by now (every block is past A), for the next layer */
+        for (int i = threadIdx.x; i < pk_halves(a); i += blockDim.x) a.ssx[i] = 0ull;
     /* the residual of the warp's first rows, asked for first: its round trip overlaps the
      * staging and the multiply instead of following them */
     float x0 = 0.f, x1 = 0.f;
@@ -3153,7 +3183,7 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x + nb + 1] = gtimer(); \
         nb++;                                   \
     } while (0)
-    /* a phase with nothing to do (C under AM_ONE): its profile row, stamped, and no barrier */
+    /* a phase end with no barrier (A's, C under AM_ONE): its profile row, stamped */
 #define PK_SKIP()                               \
     do {                                        \
         if (a.prof && threadIdx.x == 0) a.prof[(size_t)nb * gridDim.x + blockIdx.x] = gtimer(); \
@@ -3164,7 +3194,9 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
     for (int l = 0; l < a.nl; l++) {
         const PLayer &L = a.L[l];
         pk_qkv<FAM>(a, L, s, l, pos, gw, NW);
-        PK_SYNC(pk_pf_attn<AM>(a, L, s, pos));
+        __syncthreads();   /* the warps' staging is the attention item's next */
+        pk_pf_attn<AM>(a, L, s, pos);
+        PK_SKIP();   /* no barrier: an item waits for its own KV head (pk_kv_wait) */
         pk_attn<AM>(a, L, s, l, pos);
         if constexpr (AM == AM_ONE) PK_SKIP();
         else {
@@ -3763,14 +3795,14 @@ static int launch_persist(GpuModel *g, int am, char *err, size_t errlen) {
     a.eps = c.rms_eps; a.theta_scale = g->theta_scale; a.scale = 1.0f / sqrtf((float)c.head_dim);
     a.x = g->x; a.qkv = g->qkv; a.part = g->part; a.rpart = g->rpart; a.h = g->h;
     a.aq = g->xq; a.ad = g->xd; a.hq = g->hq; a.hd = g->hd;
-    a.bar = g->pk_bar; a.ssx = g->pk_ssx; a.qcnt = g->pk_qcnt;
+    a.bar = g->pk_bar; a.kvc = g->pk_bar + 1; a.ssx = g->pk_ssx; a.qcnt = g->pk_qcnt;
     a.pos_dev = g->d_io + 1;
     a.rec = g->rec; a.recp = g->recp; a.force = g->d_force; a.force_on = g->d_force_on;
     a.prof = g->pk_prof;
     a.head = g->pk_head;
     a.nvocab = c.n_vocab; a.out_t = g->out.type; a.out_w = g->out.p; a.out_rb = g->out.rb; a.out_norm = g->out_norm;
     a.logits = g->logits; a.amax = g->d_amax;
-    CK(cudaMemsetAsync(g->pk_bar, 0, sizeof(unsigned), g->st));
+    CK(cudaMemsetAsync(g->pk_bar, 0, sizeof(unsigned) * (1 + (size_t)c.n_head_kv), g->st));   /* the barrier and the KV heads' counts */
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = g->pk_grid;
     cfg.blockDim = PK_THREADS;
@@ -3835,7 +3867,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->hd = b.take<float>(2 * ((size_t)K * g->Fpad / 32) + 8);   /* float2 per group in the persistent kernel */
     g->logits = b.take<float>(V);
     g->part = b.take<float>((size_t)nh * std::max(g->nch, 64) * (D + 2));   /* k_persist: up to 64 chunks at any depth */
-    g->pk_bar = b.take<unsigned>(1);
+    g->pk_bar = b.take<unsigned>(1 + (size_t)c.n_head_kv);
     g->pk_ssx = b.take<unsigned long long>(2 * ((size_t)nh + c.n_head_kv));
     g->pk_qcnt = b.take<unsigned>((size_t)K * g->Fpad / 32);
     g->rpart = b.take<float>((size_t)NE * (E / 256 + 1));
