@@ -3919,7 +3919,9 @@ static void progress(size_t done, size_t total, int *last) {
 
 /* QWEN3MOE_PERSIST_PROF: per phase of the last decode step, averaged over the layers: how
  * long its slowest block took (from block 0 passing the barrier before), and how long the
- * barrier took to pass once the slowest block had arrived. */
+ * barrier took to pass once the slowest block had arrived. A phase that ends with no
+ * barrier (A; C under AM_ONE) has block 0's own end as its "pass", so the phases' sum
+ * overlaps there: the total is the step's time, not that sum. */
 static void persist_prof_report(GpuModel *g) {
     const int G = g->pk_grid, NL = g->c.n_layer, P = PK_PHASES, nbar = P * NL - 1;
     std::vector<unsigned long long> h((size_t)PK_PROF_MAXB * (G + 2));
@@ -3938,19 +3940,16 @@ static void persist_prof_report(GpuModel *g) {
         wait[b % P] += ns(pass[b + 1], mx) / NL;
     }
     fprintf(stderr, "persistent kernel, last step (us per layer): phase, slowest block, first-to-last arrival, barrier pass\n");
-    double tot = 0;
-    for (int p = 0; p < P; p++) {
-        fprintf(stderr, "  %-16s %7.2f %7.2f %7.2f\n", names[p], work[p] / 1e3, spread[p] / 1e3, wait[p] / 1e3);
-        tot += work[p] + wait[p];
-    }
+    for (int p = 0; p < P; p++) fprintf(stderr, "  %-16s %7.2f %7.2f %7.2f\n", names[p], work[p] / 1e3, spread[p] / 1e3, wait[p] / 1e3);
     /* block 0's thread 0 inside phases A and F (pk_mark and rows_qp's stamps for warp 0's
      * first group), in the order they happen, from the phase's barrier pass; mark 10 (A's
-     * "issue") is not shown: A's first rows were issued before the barrier */
+     * "issue") is not shown: A's first rows were issued before the barrier. B's marks are
+     * the block of item 0's, from block 0's end of A. */
     static const struct { int mark, phase; const char *what; } mk[] = {
         {6, 0, "A: norm"}, {11, 0, "rows landed"}, {7, 0, "first rows"},
         {0, 5, "F: logits"}, {1, 5, "ranks"}, {2, 5, "placed"}, {3, 5, "top-k"}, {8, 5, "rows asked"}, {9, 5, "first row landed"},
         {4, 5, "first group done"}, {5, 5, "done"},
-        {12, 1, "B: q"}, {13, 1, "staged"}, {14, 1, "max"}, {15, 1, "PV"}};
+        {12, 1, "B (item 0's block): q"}, {13, 1, "staged"}, {14, 1, "max"}, {15, 1, "PV"}};
     fprintf(stderr, "  block 0, warp 0, us into the phase:");
     for (const auto &k : mk) {
         double t = 0;
@@ -3961,7 +3960,7 @@ static void persist_prof_report(GpuModel *g) {
         fprintf(stderr, "%s %s %.2f", k.mark == 0 || k.mark == 12 ? "\n   " : k.mark == 6 ? "" : ",", k.what, t / 1e3);
     }
     fprintf(stderr, "\n");
-    fprintf(stderr, "  total %.1f us per layer, %.3f ms the step's layers\n", tot / 1e3, (double)(pass[nbar] - pass[0]) / 1e6);
+    fprintf(stderr, "  total %.1f us per layer, %.3f ms the step's layers\n", (double)(pass[nbar] - pass[0]) / NL / 1e3, (double)(pass[nbar] - pass[0]) / 1e6);
     unsigned long long hend = 0;   /* the head's end per block (k_persist's last row; 0 while no step has had a head) */
     for (int i = 0; i < G; i++) hend = std::max(hend, h[(size_t)(PK_PROF_MAXB - 1) * G + i]);
     if (hend) fprintf(stderr, "  H norm+head+argmax %.1f us (from its barrier's pass to the last block's end)\n", (hend > pass[nbar + 1] ? hend - pass[nbar + 1] : 0) / 1e3);
