@@ -2032,12 +2032,15 @@ template <> struct QW<GGML_TYPE_Q4_0> {
     }
 };
 
-/* The 16-byte copies of bytes [cb0, cb1) of R rows given by pointers (row r when bit r of
+/* (wp, here and in the row loops below: a row table, wp[r] row r's first byte: an array of
+ * pointers, or one of the persistent kernel's computed tables, PkPairRows and the like.)
+ * The 16-byte copies of bytes [cb0, cb1) of R rows given by pointers (row r when bit r of
  * ok is set) into the warp's buffer (row r at buf + r * cap, from the 16-byte boundary
  * below its start). Weight rows are read once per token (1.9 GB against 50 MB of L2):
  * marked to be evicted first, they leave L2 to what is read again (the kernel's code,
  * activations, partials, the KV cache). */
-__device__ __forceinline__ void rows_issue_p(const uint8_t *const *wp, int R, unsigned ok, size_t cb0, size_t cb1, uint8_t *buf, int cap) {
+template <class WP>
+__device__ __forceinline__ void rows_issue_p(const WP &wp, int R, unsigned ok, size_t cb0, size_t cb1, uint8_t *buf, int cap) {
 #pragma unroll 1
     for (int r = 0; r < R; r++) row_issue16<true>(wp[r] + cb0, cb1 - cb0, buf + r * cap, (ok >> r) & 1);
 }
@@ -2056,7 +2059,8 @@ __device__ __forceinline__ void warp_sum2(float &a, float &b) {   /* two indepen
 /* Row r of a warp's staged chunk (bytes cb0.. of each row, copied from the 16-byte boundary
  * below wp[r] + cb0: rows_issue_p's layout), offset so that the row's superblock it (SB
  * bytes each, counted from the row's start) is at the result + it * SB */
-__device__ __forceinline__ const uint8_t *staged_row(const uint8_t *buf, int r, int cap, const uint8_t *const *wp, size_t cb0) {
+template <class WP>
+__device__ __forceinline__ const uint8_t *staged_row(const uint8_t *buf, int r, int cap, const WP &wp, size_t cb0) {
     return buf + r * cap + (int)((uintptr_t)(wp[r] + cb0) & 15) - (int)cb0;
 }
 /* Rows that each have their own x (G: an expert's down row against its own h), up to 8,
@@ -2065,8 +2069,8 @@ __device__ __forceinline__ const uint8_t *staged_row(const uint8_t *buf, int r, 
  * Rows 768 wide (3 superblocks) keep every lane busy, where the pair loop's 8 lanes a
  * superblock left a quarter idle and reduced over the whole warp per pair. Adds row r's
  * total to res[r] (it0 > 0) or sets it. */
-template <typename Q, int SB>
-__device__ __forceinline__ void rows_own(const uint8_t *const *wp, int R, unsigned ok, size_t cb0, const int8_t *xq, const float2 *xd, int xstr, int it0,
+template <typename Q, int SB, class WP>
+__device__ __forceinline__ void rows_own(const WP &wp, int R, unsigned ok, size_t cb0, const int8_t *xq, const float2 *xd, int xstr, int it0,
                                          int it1, float *res, const uint8_t *buf, int cap) {
     const int lane = threadIdx.x % WARP, r = lane / 4, j = lane % 4;
     const bool on = r < R && ((ok >> r) & 1);
@@ -2094,8 +2098,8 @@ __device__ __forceinline__ void rows_own(const uint8_t *const *wp, int R, unsign
  * additions are warp_sum's, lane for lane: the totals are bit for bit those of the pair
  * loop. Shared-memory wavefronts are the multiply's other limit beside issue slots (the
  * shuffles go through the same unit), and this cuts them by ~40% for 8 rows. */
-template <typename Q, int L, int R>
-__device__ __forceinline__ void rows_shx(const uint8_t *const *wp, unsigned ok, size_t cb0, const int8_t *xq, const float2 *xd, int it0, int it1, int SB,
+template <typename Q, int L, int R, class WP>
+__device__ __forceinline__ void rows_shx(const WP &wp, unsigned ok, size_t cb0, const int8_t *xq, const float2 *xd, int it0, int it1, int SB,
                                          float *res, const uint8_t *buf, int cap) {
     static_assert(R == 2 || R == 4 || R == 8, "rows_shx: 2, 4 or 8 rows");
     const int lane = threadIdx.x % WARP, j = lane % L;
@@ -2143,8 +2147,8 @@ __device__ __forceinline__ void rows_shx(const uint8_t *const *wp, unsigned ok, 
  * refilled only after the row in it was used. x is read again per row, so that nothing
  * but the row loop is live across the waits (holding it cost spills). */
 template <int P> __device__ __forceinline__ int pipe_slot(int bytes) { return bytes / (P + 1) / 16 * 16; }
-template <typename Q, int L, int R, int P>
-__device__ __forceinline__ void rows_pipe(const uint8_t *const *wp, unsigned ok, size_t rb, const int8_t *xq, const float2 *xd, int niter, int SB,
+template <typename Q, int L, int R, int P, class WP>
+__device__ __forceinline__ void rows_pipe(const WP &wp, unsigned ok, size_t rb, const int8_t *xq, const float2 *xd, int niter, int SB,
                                           float *res, uint8_t *buf, int slot, unsigned long long *stamp) {
     const int lane = threadIdx.x % WARP, j = lane % L;
     const int nb = (int)min((size_t)niter * SB, rb);
@@ -2194,8 +2198,8 @@ template <> struct QWsel<GGML_TYPE_Q4_K, 4> { using Q = QW4K; enum { L = 4 }; };
  * 230, but its calls spilled: 337 against 354 tok/s.) stamp (QWEN3MOE_PERSIST_PROF, else
  * null): lane 0 writes the time its first copies were issued, and when they landed. xq,
  * xd: x in the staging layout (xs_at, a float2 of scale and scale x sum per 32). */
-template <int T, int W, int R, int PIPE = 0>
-__device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
+template <int T, int W, int R, int PIPE = 0, class WP>
+__device__ __forceinline__ void rows_qp(const WP &wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
                                       int xstr, float *res, uint8_t *buf, int cap, bool pre, unsigned long long *stamp) {
     using Q = typename QWsel<T, W>::Q;
     constexpr int L = QWsel<T, W>::L;   /* lanes a superblock */
@@ -2258,8 +2262,8 @@ __device__ __forceinline__ void rows_qp(const uint8_t *const *wp, unsigned ok, s
         __syncwarp();
     }
 }
-template <int FAM, int R, int W = 8, int PIPE = 0>
-__device__ __forceinline__ void pk_rows(int type, const uint8_t *const *wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
+template <int FAM, int R, int W = 8, int PIPE = 0, class WP>
+__device__ __forceinline__ void pk_rows(int type, const WP &wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
                                         int xstr, float *res, uint8_t *buf, bool pre = false, unsigned long long *stamp = nullptr) {
 #define PK_CASE(T) case T: rows_qp<T, W, R, PIPE>(wp, ok, rb, ncols, xq, xd, xstr, res, buf, PK_CAP(R), pre, stamp); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
@@ -2275,8 +2279,8 @@ template <int FAM, int R> __device__ __forceinline__ size_t pk_chunk0(int type, 
 #undef PK_CASE
     return sb ? min((size_t)stage_ipc<5>(sb, PK_CAP(R)) * sb, rb) : 0;
 }
-template <int FAM, int R>
-__device__ __forceinline__ void pk_issue(int type, const uint8_t *const *wp, unsigned ok, size_t rb, uint8_t *buf) {
+template <int FAM, int R, class WP>
+__device__ __forceinline__ void pk_issue(int type, const WP &wp, unsigned ok, size_t rb, uint8_t *buf) {
     const size_t nb = pk_chunk0<FAM, R>(type, rb);
     if (nb) rows_issue_p(wp, R, ok, 0, nb, buf, PK_CAP(R));
     cp_async_commit();
@@ -2406,20 +2410,25 @@ __device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xs
  * order, so every pair of halves is reached (no block waits on a unit that waits on it). */
 static_assert(2 * PK_WARPS == PK_D / 4, "A: a warp's 2 rope pairs, 16 warps a block, cover half a head's 64 pairs");
 __device__ __forceinline__ int pk_halves(const PArgs &a) { return 2 * (a.nh + a.nkv); }   /* A's units: q and k head halves */
-/* unit u's 4 rows for this warp; returns their weight (PW_Q or PW_K) */
-__device__ __forceinline__ int pk_head_rows(const PArgs &a, const PLayer &L, int u, const uint8_t **wp) {
-    const int hh = u / 2, seg = hh < a.nh ? PW_Q : PW_K;
+/* Row tables computed where they are used (the phases' rows follow formulas): a table of
+ * pointers indexed at run time lives in local memory, and in Nsight Compute's samples the
+ * first use of each of its loads stalled like a trip to L2, at the start of F most (tg128
+ * +3.3% without them on the H100, bench/NOTES.md P97). Rows in pairs: row r is
+ * p + ((r & 1) + (r / 2) * gap) * rb (A's q/k rows: pairs 64 apart; v, o: consecutive). */
+struct PkPairRows {
+    const uint8_t *p;
+    size_t rb;
+    int gap;
+    __device__ __forceinline__ const uint8_t *operator[](int r) const { return p + (size_t)((r & 1) + (r >> 1) * gap) * rb; }
+};
+/* unit u's 4 rows for this warp (rope pairs i, i + 64 of the warp's 2 pairs); seg: their weight (PW_Q or PW_K) */
+__device__ __forceinline__ PkPairRows pk_head_rows(const PArgs &a, const PLayer &L, int u, int &seg) {
+    const int hh = u / 2;
+    seg = hh < a.nh ? PW_Q : PW_K;
     const size_t r0 = (size_t)(hh < a.nh ? hh : hh - a.nh) * PK_D + 32 * (u & 1) + 2 * (threadIdx.x / WARP);
-    wp[0] = L.w[seg] + r0 * L.rb[seg];
-    wp[1] = wp[0] + L.rb[seg];
-    wp[2] = wp[0] + (size_t)(PK_D / 2) * L.rb[seg];
-    wp[3] = wp[2] + L.rb[seg];
-    return seg;
+    return PkPairRows{L.w[seg] + r0 * L.rb[seg], L.rb[seg], PK_D / 2};
 }
-__device__ __forceinline__ void pk_v_rows(const PLayer &L, int vg, const uint8_t **wp) {
-#pragma unroll
-    for (int r = 0; r < 4; r++) wp[r] = L.w[PW_V] + (size_t)(4 * vg + r) * L.rb[PW_V];
-}
+__device__ __forceinline__ PkPairRows pk_v_rows(const PLayer &L, int vg) { return PkPairRows{L.w[PW_V] + (size_t)4 * vg * L.rb[PW_V], L.rb[PW_V], 2}; }
 /* the v groups' warps: those of the blocks without a head half first (every warp when none is free) */
 __device__ __forceinline__ void pk_v_warps(const PArgs &a, int gw, int &vw, int &nvw) {
     const int nu = pk_halves(a), free = (int)gridDim.x - nu;
@@ -2438,13 +2447,12 @@ template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, c
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     int vw, nvw;
     pk_v_warps(a, gw, vw, nvw);
-    const uint8_t *wp[4];
     if ((int)blockIdx.x < pk_halves(a)) {
-        const int seg = pk_head_rows(a, L, blockIdx.x, wp);
+        int seg;
+        const PkPairRows wp = pk_head_rows(a, L, blockIdx.x, seg);
         pk_issue<FAM, 4>(L.t[seg], wp, 0xFu, L.rb[seg], buf);
     } else if (vw >= 0 && vw < a.kvdim / 4) {
-        pk_v_rows(L, vw, wp);
-        pk_issue<FAM, 4>(L.t[PW_V], wp, 0xFu, L.rb[PW_V], buf);
+        pk_issue<FAM, 4>(L.t[PW_V], pk_v_rows(L, vw), 0xFu, L.rb[PW_V], buf);
     } else {
         cp_async_commit();
     }
@@ -2456,8 +2464,11 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
     for (int u = blockIdx.x; u < nu; u += gridDim.x) {
-        const uint8_t *wp[4];
-        const int seg = pk_head_rows(a, L, u, wp);
+        int seg;
+        const PkPairRows wt = pk_head_rows(a, L, u, seg);
+        /* here as a local table: computed on use, the kernel's allocation spilled 16 bytes
+         * (the same speed on the H100, bench/NOTES.md P97) */
+        const uint8_t *wp[4] = {wt[0], wt[1], wt[2], wt[3]};
         const bool first = u == (int)blockIdx.x;
         pk_rows<FAM, 4, PK_W>(L.t[seg], wp, 0xFu, L.rb[seg], a.E, s.xs, s.xds, 0, res, buf, first, first ? pk_stamp(a, l, 10) : nullptr);
         if (first) pk_mark(a, l, 7);
@@ -2468,9 +2479,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
     int vw, nvw;
     pk_v_warps(a, gw, vw, nvw);
     for (int vg = vw; vg >= 0 && vg < a.kvdim / 4; vg += nvw) {
-        const uint8_t *wp[4];
-        pk_v_rows(L, vg, wp);
-        pk_rows<FAM, 4, PK_W>(L.t[PW_V], wp, 0xFu, L.rb[PW_V], a.E, s.xs, s.xds, 0, res, buf, vg == vw && (int)blockIdx.x >= nu);
+        pk_rows<FAM, 4, PK_W>(L.t[PW_V], pk_v_rows(L, vg), 0xFu, L.rb[PW_V], a.E, s.xs, s.xds, 0, res, buf, vg == vw && (int)blockIdx.x >= nu);
         if (lane < 4) L.vc[(size_t)pos * a.kvdim + 4 * vg + lane] = __float2half(res[lane]);
         pk_kv_done(a, 4 * vg / PK_D);
     }
@@ -2833,14 +2842,10 @@ template <int AM> __device__ void pk_comb(const PArgs &a, const PSmem &s, int po
 }
 
 /* D: o-proj + residual, 2 rows a warp. */
-__device__ __forceinline__ unsigned pk_o_rows(const PArgs &a, const PLayer &L, int g, const uint8_t **wp) {
-    wp[0] = L.w[PW_O] + (size_t)2 * g * L.rb[PW_O];
-    wp[1] = wp[0] + L.rb[PW_O];
-    return 2 * g + 1 < a.E ? 3u : 1u;
-}
+__device__ __forceinline__ PkPairRows pk_o_rows(const PLayer &L, int g) { return PkPairRows{L.w[PW_O] + (size_t)2 * g * L.rb[PW_O], L.rb[PW_O], 2}; }
+__device__ __forceinline__ unsigned pk_o_ok(const PArgs &a, int g) { return 2 * g + 1 < a.E ? 3u : 1u; }
 template <int FAM> __device__ void pk_pre_o(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
-    const uint8_t *wp[2];
-    if (gw < (a.E + 1) / 2) pk_issue<FAM, 2>(L.t[PW_O], wp, pk_o_rows(a, L, gw, wp), L.rb[PW_O], s.wb + (threadIdx.x / WARP) * PK_WB);
+    if (gw < (a.E + 1) / 2) pk_issue<FAM, 2>(L.t[PW_O], pk_o_rows(L, gw), pk_o_ok(a, gw), L.rb[PW_O], s.wb + (threadIdx.x / WARP) * PK_WB);
 }
 template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
     const int lane = threadIdx.x % WARP;
@@ -2857,8 +2862,8 @@ template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, con
     __syncthreads();
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     for (int g = gw; g < (a.E + 1) / 2; g += NW) {
-        const uint8_t *wp[2];
-        const unsigned ok = pk_o_rows(a, L, g, wp);
+        const PkPairRows wp = pk_o_rows(L, g);
+        const unsigned ok = pk_o_ok(a, g);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
         pk_rows<FAM, 2, PK_W>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
         if (lane == 0) {
@@ -2981,6 +2986,12 @@ __device__ void pk_rec_p(const PArgs &a, const PSmem &s, int l) {
     if (lane < a.K) a.recp[(size_t)l * a.K + lane] = s.lg[a.rec[(size_t)l * a.K + lane]];
 }
 
+/* F's row table (PkPairRows' note) */
+struct PkFRows {   /* rows 0-3: gate rows o0.. of the expert, 4-7: its up rows */
+    const uint8_t *g, *u;
+    size_t rbg, rbu;
+    __device__ __forceinline__ const uint8_t *operator[](int r) const { return r < 4 ? g + (size_t)r * rbg : u + (size_t)(r - 4) * rbu; }
+};
 /* F: gate and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32); the
  * warp that completes a group of 32 outputs (a counter) quantizes it to int8 (hq, hd). */
 template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
@@ -2995,12 +3006,7 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     for (int g = gw; g < a.K * ngo; g += NW) {
         const int k = g / ngo, o0 = 4 * (g % ngo), nv = min(4, F - o0), e = s.sel[k];
-        const uint8_t *wp[8];
-#pragma unroll
-        for (int r = 0; r < 4; r++) {
-            wp[r] = wg + ((size_t)e * F + o0 + r) * rbg;
-            wp[4 + r] = wu + ((size_t)e * F + o0 + r) * rbu;
-        }
+        const PkFRows wp{wg + ((size_t)e * F + o0) * rbg, wu + ((size_t)e * F + o0) * rbu, rbg, rbu};
         const unsigned m = (1u << nv) - 1u;
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
         pk_rows<FAM, 8, PK_W, PK_FPIPE>(tg, wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, false, g == gw ? pk_stamp(a, l, 8) : nullptr);
@@ -3016,14 +3022,19 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
 
 /* G: h (int8, F's tail) staged by every block, then per output row the K experts' down
  * rows at once (each against its own h), weighted in expert order, + residual. */
-__device__ __forceinline__ void pk_down_rows(const PArgs &a, const PLayer &L, const PSmem &s, int row, const uint8_t **wp) {
-#pragma unroll
-    for (int k = 0; k < PK_MAXK; k++) wp[k] = L.w[PW_D] + ((size_t)s.sel[k < a.K ? k : 0] * a.E + row) * L.rb[PW_D];
+struct PkDRows {   /* expert slot k's row: its down weight's output row, from the top-k in shared memory */
+    const uint8_t *w;   /* the output row of expert 0 */
+    const int *sel;
+    size_t es;          /* bytes an expert */
+    int K;
+    __device__ __forceinline__ const uint8_t *operator[](int k) const { return w + (size_t)sel[k < K ? k : 0] * es; }
+};
+__device__ __forceinline__ PkDRows pk_down_rows(const PArgs &a, const PLayer &L, const PSmem &s, int row) {
+    return PkDRows{L.w[PW_D] + (size_t)row * L.rb[PW_D], s.sel, (size_t)a.E * L.rb[PW_D], a.K};
 }
 template <int FAM> __device__ void pk_pre_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
-    const uint8_t *wp[PK_MAXK];
     if (gw >= a.E) return;
-    pk_down_rows(a, L, s, gw, wp);
+    const PkDRows wp = pk_down_rows(a, L, s, gw);
     /* paced, at most 2 rows a warp in flight, so that the window's 7-10 MB are never all
      * queued at once (rows_pipe's reason): the barrier's pass waited for the copies' issue
      * anyway, and the next layer's start no longer sits behind them (G 4.1 -> 3.6 us, A 6.2
@@ -3046,8 +3057,7 @@ template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, cons
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     const unsigned ok = (1u << a.K) - 1u;
     for (int row = gw; row < a.E; row += NW) {
-        const uint8_t *wp[PK_MAXK];
-        pk_down_rows(a, L, s, row, wp);
+        const PkDRows wp = pk_down_rows(a, L, s, row);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
         pk_rows<FAM, PK_MAXK, 0>(L.t[PW_D], wp, ok, L.rb[PW_D], F, s.hs, s.hds, a.Fpad, res, buf, row == gw);
         if (lane == 0) {
@@ -3064,10 +3074,13 @@ template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, cons
  * contiguous 6.7 KB read instead of two column chunks of 8 rows (head 122 -> 112 us on the
  * H100, bench/NOTES.md P56). */
 #define PK_HR 4
-template <int R> __device__ __forceinline__ void pk_out_rows(const PArgs &a, int g, const uint8_t **wp) {   /* R-row group g's rows, the last repeated past the vocabulary */
-#pragma unroll
-    for (int r = 0; r < R; r++) wp[r] = a.out_w + (size_t)min(g * R + r, a.nvocab - 1) * a.out_rb;
-}
+struct PkOutRows {   /* rows r0.., the last repeated past the vocabulary */
+    const uint8_t *w;
+    size_t rb;
+    int r0, last;
+    __device__ __forceinline__ const uint8_t *operator[](int r) const { return w + (size_t)min(r0 + r, last) * rb; }
+};
+template <int R> __device__ __forceinline__ PkOutRows pk_out_rows(const PArgs &a, int g) { return PkOutRows{a.out_w, a.out_rb, g * R, a.nvocab - 1}; }   /* R-row group g's */
 /* The head in 2-row groups, two groups in flight per warp (the next group's copies are
  * issued before the current one is multiplied, so a warp's stream has no gap while it
  * multiplies), the argmax kept per lane across groups: one atomic per warp. 112.9 -> 100.0
@@ -3081,16 +3094,10 @@ template <int FAM> __device__ void pk_pre_head(const PArgs &a, const PSmem &s, i
     cp_async_commit();
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     if (pk_head2(a)) {
-        if (gw * 2 < a.nvocab) {
-            const uint8_t *wp[2];
-            pk_out_rows<2>(a, gw, wp);
-            rows_issue_p(wp, 2, 3u, 0, a.out_rb, buf, PK_HCAP);
-        }
+        if (gw * 2 < a.nvocab) rows_issue_p(pk_out_rows<2>(a, gw), 2, 3u, 0, a.out_rb, buf, PK_HCAP);
         cp_async_commit();
     } else if (gw * PK_HR < a.nvocab) {
-        const uint8_t *wp[PK_HR];
-        pk_out_rows<PK_HR>(a, gw, wp);
-        pk_issue<FAM, PK_HR>(a.out_t, wp, (1u << PK_HR) - 1u, a.out_rb, buf);
+        pk_issue<FAM, PK_HR>(a.out_t, pk_out_rows<PK_HR>(a, gw), (1u << PK_HR) - 1u, a.out_rb, buf);
     } else {
         cp_async_commit();
     }
@@ -3101,16 +3108,11 @@ template <int T> __device__ void pk_head_pipe(const PArgs &a, const PSmem &s, in
     unsigned long long key = 0ull;
     int slot = 0;
     for (int g = gw; g * 2 < a.nvocab; g += NW, slot ^= 1) {
-        const uint8_t *wp[2];
-        if ((g + NW) * 2 < a.nvocab) {
-            pk_out_rows<2>(a, g + NW, wp);
-            rows_issue_p(wp, 2, 3u, 0, a.out_rb, buf + (slot ^ 1) * 2 * PK_HCAP, PK_HCAP);
-        }
+        if ((g + NW) * 2 < a.nvocab) rows_issue_p(pk_out_rows<2>(a, g + NW), 2, 3u, 0, a.out_rb, buf + (slot ^ 1) * 2 * PK_HCAP, PK_HCAP);
         cp_async_commit();
         cp_async_wait_but_one();
         __syncwarp();
-        pk_out_rows<2>(a, g, wp);
-        rows_shx<Q, 8, 2>(wp, 3u, 0, s.xs, s.xds, 0, niter, SB, res, buf + slot * 2 * PK_HCAP, PK_HCAP);
+        rows_shx<Q, 8, 2>(pk_out_rows<2>(a, g), 3u, 0, s.xs, s.xds, 0, niter, SB, res, buf + slot * 2 * PK_HCAP, PK_HCAP);
         __syncwarp();
         const int row0 = g * 2, nv = min(2, a.nvocab - row0);
         const float v = lane < nv ? res[lane] : 0.f;
@@ -3137,9 +3139,7 @@ template <int FAM> __device__ void pk_head(const PArgs &a, const PSmem &s, int g
     }
     for (int g = gw; g * PK_HR < a.nvocab; g += NW) {
         const int row0 = g * PK_HR, nv = min(PK_HR, a.nvocab - row0);
-        const uint8_t *wp[PK_HR];
-        pk_out_rows<PK_HR>(a, g, wp);
-        pk_rows<FAM, PK_HR>(a.out_t, wp, g == gw ? (1u << PK_HR) - 1u : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
+        pk_rows<FAM, PK_HR>(a.out_t, pk_out_rows<PK_HR>(a, g), g == gw ? (1u << PK_HR) - 1u : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
         const float v = lane < nv ? res[lane] : 0.f;
         if (lane < nv) a.logits[row0 + lane] = v;
         unsigned long long key = lane < nv && v == v ? argmax_key(v, row0 + lane) : 0ull;
