@@ -2798,8 +2798,9 @@ template <int AM> __device__ void pk_attn(const PArgs &a, const PLayer &L, const
     }
 }
 
-/* Before B (while its KV head's q, k and v are made): the block's first item's rows of earlier positions (the
- * step's own is written in A) straight into its staging. */
+/* Before B (while its KV head's q, k and v are still being made): the block's first
+ * item's rows of earlier positions (the step's own is written in A) straight into its
+ * staging. */
 template <int AM> __device__ void pk_pf_attn(const PArgs &a, const PLayer &L, const PSmem &s, int pos) {
     int ch, nchv;
     pk_chunks<AM>(a, pos, ch, nchv);
