@@ -2310,12 +2310,14 @@ __device__ __forceinline__ void pk_arrive(unsigned *bar, unsigned long long *pro
         atomicAdd(bar, 1u);
     }
 }
+/* one thread: until the counter reaches target (acquire: what was stored before its updates is seen after) */
+__device__ __forceinline__ void pk_spin(const unsigned *cnt, unsigned target) {
+    unsigned v;
+    do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(cnt) : "memory");
+    while (v < target);
+}
 __device__ __forceinline__ void pk_wait(const unsigned *bar, unsigned target) {
-    if (threadIdx.x == PK_THREADS - WARP) {   /* the last warp polls: it has the fewest rows to issue between arrive and wait */
-        unsigned v;
-        do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(bar) : "memory");
-        while (v < target);
-    }
+    if (threadIdx.x == PK_THREADS - WARP) pk_spin(bar, target);   /* the last warp polls: it has the fewest rows to issue between arrive and wait */
     __syncthreads();
 }
 
@@ -2331,12 +2333,7 @@ __device__ __forceinline__ void pk_kv_done(const PArgs &a, int kvh) {
     if (threadIdx.x % WARP == 0) atomicAdd(a.kvc + kvh, 1u);
 }
 __device__ __forceinline__ void pk_kv_wait(const PArgs &a, int kvh, int l) {
-    if (threadIdx.x == 0) {
-        const unsigned target = (unsigned)(l + 1) * pk_kv_parts(a);
-        unsigned v;
-        do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(a.kvc + kvh) : "memory");
-        while (v < target);
-    }
+    if (threadIdx.x == 0) pk_spin(a.kvc + kvh, (unsigned)(l + 1) * pk_kv_parts(a));
     __syncthreads();
 }
 
