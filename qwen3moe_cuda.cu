@@ -651,6 +651,12 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
     const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem) : "memory");
 }
+/* 4 bytes; .ca is the only form this size has, so only for data no L1 line of this SM holds
+ * stale (in the persistent kernel: after a barrier's acquire, which invalidates L1) */
+__device__ __forceinline__ void cp_async4(void *smem, const void *gmem) {
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(sa), "l"(gmem) : "memory");
+}
 /* An L2 policy that marks lines to leave first (data read once a step: weight rows, the
  * chunked attention's K/V rows), and the 16-byte copy that carries it */
 __device__ __forceinline__ uint64_t l2_evict_first() {
@@ -859,24 +865,30 @@ __device__ __forceinline__ void norm_stage_w(const float *w, int E, float *xsf) 
 /* Step 2, after the wait: xsf = x / rms(x) * w (f32, the same value in every block: same
  * order of operations), and when xs is given its int8 copy with one scale per 32 (as
  * k_rmsnorm + k_quant would give). rows_pending: one more group of copies (weight rows)
- * was committed after step 1's and need not land yet. Ends with the block synchronized. */
-__device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending = false,
-                                       bool pk = false) {
+ * was committed after step 1's and need not land yet. xr: x as read, copied there.
+ * xshared: x is in this block's shared memory, landed with step 1's copies (the caller
+ * waited for both: any copies since are weight rows in flight). Returns 1 / rms(x); ends
+ * with the block synchronized. */
+__device__ __forceinline__ float norm_x(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending = false,
+                                       bool pk = false, float *xr = nullptr, bool xshared = false) {
     __shared__ float red[32];
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = blockDim.x / WARP;
-    if (rows_pending) cp_async_wait_but_one();
-    else cp_async_wait_all();
+    if (!xshared) {
+        if (rows_pending) cp_async_wait_but_one();
+        else cp_async_wait_all();
+    }
     __syncthreads();
     float ss = 0.f;
     if ((E & 3) == 0) {
         for (int i = threadIdx.x; i < E / 4; i += blockDim.x) {
-            const float4 v = __ldcg((const float4 *)x + i);   /* past L1: in the persistent kernel other SMs wrote x */
+            const float4 v = xshared ? ((const float4 *)x)[i] : __ldcg((const float4 *)x + i);   /* past L1: in the persistent kernel other SMs wrote x */
+            if (xr) ((float4 *)xr)[i] = v;
             ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
             float4 *o = (float4 *)xsf + i;
             *o = make_float4(o->x * v.x, o->y * v.y, o->z * v.z, o->w * v.w);
         }
     } else {
-        for (int i = threadIdx.x; i < E; i += blockDim.x) { const float v = __ldcg(x + i); ss += v * v; xsf[i] *= v; }
+        for (int i = threadIdx.x; i < E; i += blockDim.x) { const float v = xshared ? x[i] : __ldcg(x + i); if (xr) xr[i] = v; ss += v * v; xsf[i] *= v; }
     }
     ss = warp_sum(ss);
     if (lane == 0) red[warp] = ss;
@@ -888,7 +900,7 @@ __device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *
     const float sc = 1.0f / sqrtf(t / E + eps);
     for (int i = threadIdx.x; i < E; i += blockDim.x) xsf[i] *= sc;
     __syncthreads();
-    if (!xs) return;
+    if (!xs) return sc;
     if (E % 128 == 0) {   /* 8 lanes a group of 32 (a float4 each): a 3-step max instead of warp_quant's 5, the same values */
         for (int i = threadIdx.x; i < E / 4; i += blockDim.x) {   /* whole warps: E / 4 is a multiple of 32 */
             const float4 v = ((const float4 *)xsf)[i];
@@ -915,6 +927,7 @@ __device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *
         }
     }
     __syncthreads();
+    return sc;
 }
 
 /* ======================================================================
@@ -1794,6 +1807,9 @@ struct PArgs {
     int nl, E, nh, nkv, qdim, kvdim, ne, K, Fpad, nch;
     float eps, theta_scale, scale;
     float *x, *qkv, *part, *rpart, *h;
+    float *h2;          /* D's output x + W_o attn (x stays the layer's input until G) */
+    const __half *rwx;  /* the router folded (pk_fold_setup): [layer][ne][E] W_r diag(ffn_norm), f16 */
+    const __half *rmr;  /* [layer][ne][qdim] that times W_o, f16 */
     int8_t *aq, *hq;
     float *ad, *hd;   /* float2s in the persistent kernel: per 32, the scale and the scale times the sum (warp_quant2) */
     unsigned *bar, *qcnt;
@@ -1816,13 +1832,14 @@ struct PSmem {
     int8_t *xs, *hs;   /* in xs_at's layout */
     float2 *xds, *hds;   /* per 32: the scale, and the scale times the sum */
     float *xsf, *lg, *selw;
+    float *xr;       /* x as A read it (f32), for the folded router in D; then h2 for F's norm */
     int *sel;
     float *res;      /* [PK_WARPS][PK_MAXK]: a warp's row totals (rows_qp) */
     uint8_t *wb;
 };
 static size_t pk_smem(int E, int qdim, int ne, int K, int Fpad) {
     const size_t xp = xq_pad(std::max(E, qdim));
-    return xs_bytes(xp) + xp / 4 + 4 * (size_t)E + xs_bytes((size_t)K * Fpad) + (size_t)K * Fpad / 4 + 4 * (size_t)((ne + 3) / 4 * 4) + 8 * PK_MAXK +
+    return xs_bytes(xp) + xp / 4 + 8 * (size_t)E + xs_bytes((size_t)K * Fpad) + (size_t)K * Fpad / 4 + 4 * (size_t)((ne + 3) / 4 * 4) + 8 * PK_MAXK +
            4 * PK_WARPS * PK_MAXK + 64 + (size_t)PK_WARPS * PK_WB;
 }
 
@@ -2147,17 +2164,23 @@ __device__ __forceinline__ void rows_shx(const WP &wp, unsigned ok, size_t cb0, 
  * refilled only after the row in it was used. x is read again per row, so that nothing
  * but the row loop is live across the waits (holding it cost spills). */
 template <int P> __device__ __forceinline__ int pipe_slot(int bytes) { return bytes / (P + 1) / 16 * 16; }
-template <typename Q, int L, int R, int P, class WP>
-__device__ __forceinline__ void rows_pipe(const WP &wp, unsigned ok, size_t rb, const int8_t *xq, const float2 *xd, int niter, int SB,
-                                          float *res, uint8_t *buf, int slot, unsigned long long *stamp) {
-    const int lane = threadIdx.x % WARP, j = lane % L;
-    const int nb = (int)min((size_t)niter * SB, rb);
+template <int R, int P, class WP>
+__device__ __forceinline__ void rows_pipe_issue(const WP &wp, unsigned ok, int nb, uint8_t *buf, int slot) {
 #pragma unroll 1
     for (int r = 0; r < P; r++) {
         if (r < R) row_issue16<true>(wp[r], nb, buf + r * slot, (ok >> r) & 1);
         cp_async_commit();
     }
-    if (stamp && lane == 0) stamp[0] = gtimer();
+}
+template <typename Q, int L, int R, int P, class WP>
+__device__ __forceinline__ void rows_pipe(const WP &wp, unsigned ok, size_t rb, const int8_t *xq, const float2 *xd, int niter, int SB,
+                                          float *res, uint8_t *buf, int slot, bool pre, unsigned long long *stamp) {
+    const int lane = threadIdx.x % WARP, j = lane % L;
+    const int nb = (int)min((size_t)niter * SB, rb);
+    if (!pre) {   /* else issued by pk_issue_pipe (the same rows, slots and bytes) */
+        rows_pipe_issue<R, P>(wp, ok, nb, buf, slot);
+        if (stamp && lane == 0) stamp[0] = gtimer();
+    }
     int sr = 0;   /* row r's slot: r % (P + 1) */
 #pragma unroll 1
     for (int r = 0; r < R; r++) {
@@ -2208,8 +2231,8 @@ __device__ __forceinline__ void rows_qp(const WP &wp, unsigned ok, size_t rb, in
     const int ipc = stage_ipc<5>(SB, cap);
     if constexpr (PIPE > 0) {
         const int slot = pipe_slot<PIPE>(R * cap);
-        if (!pre && !xstr && (size_t)niter * SB + 31 <= (size_t)slot) {   /* a whole row in a slot */
-            rows_pipe<Q, L, R, PIPE>(wp, ok, rb, xq, xd, niter, SB, res, buf, slot, stamp);
+        if (!xstr && (size_t)niter * SB + 31 <= (size_t)slot) {   /* a whole row in a slot (pre: pk_issue_pipe's) */
+            rows_pipe<Q, L, R, PIPE>(wp, ok, rb, xq, xd, niter, SB, res, buf, slot, pre, stamp);
             return;
         }
     }
@@ -2284,6 +2307,21 @@ __device__ __forceinline__ void pk_issue(int type, const WP &wp, unsigned ok, si
     const size_t nb = pk_chunk0<FAM, R>(type, rb);
     if (nb) rows_issue_p(wp, R, ok, 0, nb, buf, PK_CAP(R));
     cp_async_commit();
+}
+/* The same for pk_rows<R, PIPE> whose rows take rows_pipe: its first PIPE rows, into their
+ * slots. False (nothing issued) where rows_qp would not take rows_pipe: pk_rows then
+ * issues its own (pre = false). */
+template <int FAM, int R, int PIPE, class WP>
+__device__ __forceinline__ bool pk_issue_pipe(int type, const WP &wp, unsigned ok, size_t rb, int ncols, uint8_t *buf, unsigned long long *stamp) {
+    int sb = 0;
+#define PK_CASE(T) case T: sb = stage_sb<T>(); break;
+    PK_FAM_SWITCH(FAM, type, PK_CASE)
+#undef PK_CASE
+    const int slot = pipe_slot<PIPE>(R * PK_CAP(R));
+    if (!sb || (size_t)(ncols / 256) * sb + 31 > (size_t)slot) return false;
+    rows_pipe_issue<R, PIPE>(wp, ok, (int)min((size_t)(ncols / 256) * sb, rb), buf, slot);
+    if (stamp && threadIdx.x % WARP == 0) stamp[0] = gtimer();
+    return true;
 }
 
 /* The ordering the persistent kernel's flags need (stores before a counter's update are
@@ -2392,7 +2430,60 @@ __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int hf, int pos
     pk_kv_done(a, isq ? hh / (a.nh / a.nkv) : hh - a.nh);
 }
 
-/* norm_x once in the persistent kernel's code, for A, E and H (code size: see PK_FAM0) */
+/* The router folded into D (bench/NOTES.md P100). F's input is RMSNorm(h) with
+ * h = x + W_o a (x the layer's input, a the attention's output), so the router's logits are
+ *   rs * (Wx x + Mr a),  Wx = W_r diag(ffn_norm),  Mr = Wx W_o  (both f16, made at load),
+ * with rs = 1 / rms(h) > 0: the top-k's choice is that of Wx x + Mr a, and rs (F's norm)
+ * scales the chosen logits for the softmax. Both products are made by D's idle warps (x is
+ * kept in shared memory by A's norm, a is staged for the o-proj), so phase E and its grid
+ * barrier are gone. An item is PK_RC columns of one expert's row (8 KB staged); its sum
+ * goes to rpart[piece][expert] (the x pieces first), summed by F in piece order (every
+ * block the same logits). */
+#define PK_RC 4096
+static_assert(2 * PK_RC <= PK_WB, "a router piece fits a warp's staging slot");
+__host__ __device__ __forceinline__ int pk_rxp(int E) { return (E + PK_RC - 1) / PK_RC; }
+__host__ __device__ __forceinline__ int pk_rpieces(int E, int qdim) { return pk_rxp(E) + (qdim + PK_RC - 1) / PK_RC; }
+/* item j = p * ne + e: piece p of expert e's row, of Wx for the first pk_rxp pieces (against
+ * x as A read it, s.xr) and of Mr after them (against a, staged as int8 for the o-proj) */
+__device__ __forceinline__ void pk_router_issue(const PArgs &a, int l, int j, uint8_t *buf) {
+    const int nx = a.ne * pk_rxp(a.E), jj = j < nx ? j : j - nx, ncols = j < nx ? a.E : a.qdim;
+    const __half *m = j < nx ? a.rwx + (size_t)l * a.ne * a.E : a.rmr + (size_t)l * a.ne * a.qdim;
+    const int e = jj % a.ne, c0 = jj / a.ne * PK_RC;
+    row_issue16<true>((const uint8_t *)(m + (size_t)e * ncols + c0), 2 * (size_t)min(PK_RC, ncols - c0), buf, true);
+    cp_async_commit();
+}
+/* its sum over the warp (the piece landing in buf) to rpart[j] */
+__device__ __forceinline__ void pk_router_item(const PArgs &a, const PSmem &s, int j, const uint8_t *buf) {
+    const int lane = threadIdx.x % WARP, nx = a.ne * pk_rxp(a.E);
+    const bool isx = j < nx;
+    const int c0 = (isx ? j : j - nx) / a.ne * PK_RC, n = min(PK_RC, (isx ? a.E : a.qdim) - c0);
+    cp_async_wait_all();
+    __syncwarp();   /* the other lanes' copies */
+    float acc = 0.f;
+    for (int i = lane; i < n / 8; i += WARP) {   /* 8 columns: 16 bytes of the piece */
+        const uint4 m = *(const uint4 *)(buf + 16 * i);
+        const float2 m0 = __half22float2(*(const __half2 *)&m.x), m1 = __half22float2(*(const __half2 *)&m.y);
+        const float2 m2 = __half22float2(*(const __half2 *)&m.z), m3 = __half22float2(*(const __half2 *)&m.w);
+        const int c = c0 + 8 * i;
+        if (isx) {
+            const float4 x0 = *(const float4 *)(s.xr + c), x1 = *(const float4 *)(s.xr + c + 4);
+            acc += m0.x * x0.x + m0.y * x0.y + m1.x * x0.z + m1.y * x0.w + m2.x * x1.x + m2.y * x1.y + m3.x * x1.z + m3.y * x1.w;
+        } else {
+            const int2 q = *(const int2 *)(s.xs + xs_at(c));
+            const char4 q0 = *(const char4 *)&q.x, q1 = *(const char4 *)&q.y;
+            const float t = m0.x * q0.x + m0.y * q0.y + m1.x * q0.z + m1.y * q0.w + m2.x * q1.x + m2.y * q1.y + m3.x * q1.z + m3.y * q1.w;
+            acc += t * s.xds[c / 32].x;
+        }
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) a.rpart[j] = acc;
+    __syncwarp();   /* buf is the next item's */
+}
+
+/* The head's norm as a call (code size: see PK_FAM0). A and F inline norm_x: a call's saves
+ * and restores of registers go through local memory, and after a barrier's acquire has
+ * invalidated L1 the restores cost an L2 trip on the phase's critical path (tg128 +1.5% for
+ * each of A and F, bench/NOTES.md P100). */
 __device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xsf, int8_t *xs, float2 *xds, bool rows_pending) {
     norm_x(x, E, eps, xsf, xs, (float *)xds, rows_pending, true);
 }
@@ -2455,7 +2546,7 @@ template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, c
     }
 }
 template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos, int gw, int NW) {
-    pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
+    norm_x(a.x, a.E, a.eps, s.xsf, s.xs, (float *)s.xds, true, true, s.xr);
     pk_mark(a, l, 6);
     const int lane = threadIdx.x % WARP, nu = pk_halves(a);
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
@@ -2839,63 +2930,55 @@ template <int AM> __device__ void pk_comb(const PArgs &a, const PSmem &s, int po
     }
 }
 
-/* D: o-proj + residual, 2 rows a warp. */
+/* D: o-proj (pairs of output rows) into h2 = x + W_o a, then the router's pieces (above) on
+ * the warps past the pairs: one work list, so small grids loop over both. */
 __device__ __forceinline__ PkPairRows pk_o_rows(const PLayer &L, int g) { return PkPairRows{L.w[PW_O] + (size_t)2 * g * L.rb[PW_O], L.rb[PW_O], 2}; }
 __device__ __forceinline__ unsigned pk_o_ok(const PArgs &a, int g) { return 2 * g + 1 < a.E ? 3u : 1u; }
-template <int FAM> __device__ void pk_pre_o(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
-    if (gw < (a.E + 1) / 2) pk_issue<FAM, 2>(L.t[PW_O], pk_o_rows(L, gw), pk_o_ok(a, gw), L.rb[PW_O], s.wb + (threadIdx.x / WARP) * PK_WB);
+template <int FAM> __device__ void pk_pre_o(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw) {
+    const int no = (a.E + 1) / 2;
+    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    if (gw < no) pk_issue<FAM, 2>(L.t[PW_O], pk_o_rows(L, gw), pk_o_ok(a, gw), L.rb[PW_O], buf);
+    else if (gw < no + a.ne * pk_rpieces(a.E, a.qdim)) pk_router_issue(a, l, gw - no, buf);
 }
-template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
-    const int lane = threadIdx.x % WARP;
+template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
+    const int lane = threadIdx.x % WARP, no = (a.E + 1) / 2, nr = a.ne * pk_rpieces(a.E, a.qdim);
     if (blockIdx.x == gridDim.x - 1)   /* A's sum-of-squares slots, read by now (every block is past A), for the next layer */
         for (int i = threadIdx.x; i < pk_halves(a); i += blockDim.x) a.ssx[i] = 0ull;
     /* the residual of the warp's first rows, asked for first: its round trip overlaps the
      * staging and the multiply instead of following them */
     float x0 = 0.f, x1 = 0.f;
-    if (lane == 0 && gw < (a.E + 1) / 2) {
+    if (lane == 0 && gw < no) {
         x0 = __ldcg(a.x + 2 * gw);
         if (2 * gw + 1 < a.E) x1 = __ldcg(a.x + 2 * gw + 1);
     }
     stage_x(a.aq, a.ad, xq_pad(a.qdim), s.xs, (float *)s.xds, threadIdx.x, blockDim.x, true);
     __syncthreads();
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
-    for (int g = gw; g < (a.E + 1) / 2; g += NW) {
+    int g = gw;
+    for (; g < no; g += NW) {
         const PkPairRows wp = pk_o_rows(L, g);
         const unsigned ok = pk_o_ok(a, g);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
         pk_rows<FAM, 2, PK_W>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
         if (lane == 0) {
-            a.x[2 * g] = (g == gw ? x0 : __ldcg(a.x + 2 * g)) + res[0];
-            if (ok & 2u) a.x[2 * g + 1] = (g == gw ? x1 : __ldcg(a.x + 2 * g + 1)) + res[1];
+            a.h2[2 * g] = (g == gw ? x0 : __ldcg(a.x + 2 * g)) + res[0];
+            if (ok & 2u) a.h2[2 * g + 1] = (g == gw ? x1 : __ldcg(a.x + 2 * g + 1)) + res[1];
         }
+    }
+    for (; g < no + nr; g += NW) {   /* the same list on: the router's items */
+        if (g != gw) pk_router_issue(a, l, g - no, buf);
+        pk_router_item(a, s, g - no, buf);
     }
 }
 
-/* E: RMSNorm (f32 for the router, int8 kept for gate+up) + router logits in partials of
- * 256 columns: rpart[slice][expert]. */
-__device__ void pk_pre_router(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
+/* before F (in D's barrier window): the FFN norm's weights, for F's norm of h2 */
+__device__ void pk_pre_ffn(const PArgs &a, const PLayer &L, const PSmem &s) {
     norm_stage_w(L.ffn_norm, a.E, s.xsf);
     cp_async_commit();
-    const int nsl = a.E / 256;
-    for (int it = gw; it < a.ne * nsl; it += NW)
-        l2_prefetch(L.router + (size_t)(it / nsl) * a.E + (it % nsl) * 256, 1024, threadIdx.x % WARP, WARP);
-}
-__device__ void pk_router(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
-    pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, false);
-    const int lane = threadIdx.x % WARP, nsl = a.E / 256;
-    for (int it = gw; it < a.ne * nsl; it += NW) {
-        const int row = it / nsl, sl = it % nsl;
-        const float4 *w4 = (const float4 *)(L.router + (size_t)row * a.E + sl * 256);
-        const float4 *x4 = (const float4 *)(s.xsf + sl * 256);
-        const float4 w0 = __ldg(w4 + lane), w1 = __ldg(w4 + 32 + lane), x0 = x4[lane], x1 = x4[32 + lane];
-        float v = w0.x * x0.x + w0.y * x0.y + w0.z * x0.z + w0.w * x0.w + w1.x * x1.x + w1.y * x1.y + w1.z * x1.z + w1.w * x1.w;
-        v = warp_sum(v);
-        if (lane == 0) a.rpart[(size_t)sl * a.ne + row] = v;
-    }
 }
 
 /* F, first: the top-k in every block (the same inputs, the same order: the same choice in
- * every block), into s.sel / s.selw: descending logit, ties to the lower id (the softmax
+ * every block), into s.sel (and pk_topk_w's weights into s.selw): descending logit, ties to the lower id (the softmax
  * is monotonic: router_topk_sp's order but for logits whose probabilities round equal).
  * An expert's rank among the others is counted in PK_RQ parts at once (a chain of ne
  * dependent shared loads per thread was the top-k's longest step), on 64-bit keys (the
@@ -2905,26 +2988,23 @@ __device__ void pk_router(const PArgs &a, const PLayer &L, const PSmem &s, int g
  * once. No softmax over all experts on this path: the renormalized weights need only the
  * K chosen logits (exp(l - max) / their sum; the max is the first choice's logit), and the
  * probabilities recorded for --parity come later, off it (pk_rec_p). The warp buffers are
- * free here (F's rows are issued after it): the keys and partial ranks live there. */
+ * free here (F's rows are issued after it): the keys and partial ranks live there.
+ * Thread e brings expert e's folded logit z (the pieces summed; ne <= the block's threads:
+ * persist_setup): the order of rs z, for any rs > 0. */
 #define PK_RQ 4
-__device__ void pk_topk(const PArgs &a, const PSmem &s, int l) {
-    const int nsl = a.E / 256, t = threadIdx.x, ne = a.ne;
+#define PK_RPMAX 8   /* router pieces (pk_rpieces) F stages for its top-k; persist_setup checks */
+static_assert(PK_RPMAX * PK_THREADS * 4 + PK_THREADS * (8 + 4 * PK_RQ) <= PK_WARPS * PK_WB, "F: the router's pieces beside the top-k's keys and ranks");
+__device__ void pk_topk(const PArgs &a, const PSmem &s, int l, float z, int &top) {
+    const int t = threadIdx.x, ne = a.ne;
     unsigned long long *kk = (unsigned long long *)s.wb;   /* per expert: its logit's order and id in one key (argmax_key) */
     int *rk = (int *)(kk + ne);
-    /* the logits: each thread sums one expert's partials (all loads in flight at once) */
     const int fon = __ldcg(a.force_on);
-    for (int e = t; e < ne; e += blockDim.x) {
-        float v[8];
-#pragma unroll
-        for (int sl = 0; sl < 8; sl++) v[sl] = sl < nsl ? __ldcg(a.rpart + (size_t)sl * ne + e) : 0.f;
-        float lg = 0.f;
-        for (int sl = 0; sl < nsl; sl++) lg += sl < 8 ? v[sl] : __ldcg(a.rpart + (size_t)sl * ne + e);
-        s.lg[e] = lg;
-        kk[e] = argmax_key(lg + 0.f, e);   /* + 0: -0 as +0, equal as compared (a tie to the lower id) */
+    if (t < ne) {
+        s.lg[t] = z;
+        kk[t] = argmax_key(z + 0.f, t);   /* + 0: -0 as +0, equal as compared (a tie to the lower id) */
     }
     __syncthreads();
     pk_mark(a, l, 0);
-    const float *lgs = s.lg;
     for (int i = t; i < ne * PK_RQ; i += blockDim.x) {
         /* expert e's rank in part q: the others above it (a higher logit, or an equal one with a
          * lower id) are the keys above its key, one 64-bit compare each */
@@ -2954,23 +3034,32 @@ __device__ void pk_topk(const PArgs &a, const PSmem &s, int l) {
         }
     }
     __syncthreads();
-    pk_mark(a, l, 2);
-    /* renormalized over the K (--parity's forced experts weighted by this router): lane k of
-     * warp 0 takes choice k's weight, their sum by shuffles (where each lane summing all K
-     * in turn was a chain of 2K dependent shared loads) */
+    /* --parity's forced experts replace the choice (weighted by this router: pk_topk_w);
+     * top: the router's own first choice, whose logit is the softmax's max */
+    if (t < WARP) {
+        top = s.sel[0];   /* warp 0's (pk_topk_w's): read before its lanes write s.sel */
+        const int e = t < a.K ? (fon ? a.force[(size_t)l * a.K + t] : s.sel[t]) : 0;
+        __syncwarp();   /* every lane has read s.sel before any writes it */
+        if (t < a.K) s.sel[t] = e;
+    }
+    __syncthreads();
+}
+/* The weights, once F's norm has rs: the logits rs z (as the router's: pk_rec_p's
+ * probabilities too), renormalized over the K. Lane k of warp 0 takes choice k's weight,
+ * their sum by shuffles (where each lane summing all K in turn was a chain of 2K dependent
+ * shared loads). */
+__device__ void pk_topk_w(const PArgs &a, const PSmem &s, float rs, int top) {
+    const int t = threadIdx.x;
+    for (int e = t; e < a.ne; e += blockDim.x) s.lg[e] *= rs;
+    __syncthreads();
     static_assert(PK_MAXK == 8, "the top-k's weight sum: 3 shuffle steps over 8 lanes");
     if (t < WARP) {
-        const float mx = lgs[s.sel[0]];
-        const int e = t < a.K ? (fon ? a.force[(size_t)l * a.K + t] : s.sel[t]) : 0;
-        const float w = t < a.K ? expf(lgs[e] - mx) : 0.f;
+        const float mx = s.lg[top];
+        const float w = t < a.K ? expf(s.lg[s.sel[t]] - mx) : 0.f;
         float tot = w;
 #pragma unroll
         for (int o = 1; o < PK_MAXK; o <<= 1) tot += __shfl_xor_sync(0xffffffffu, tot, o);
-        __syncwarp();   /* every lane has read s.sel before any writes it */
-        if (t < a.K) {
-            s.sel[t] = e;
-            s.selw[t] = w / tot;
-        }
+        if (t < a.K) s.selw[t] = w / tot;
     }
     __syncthreads();
 }
@@ -2994,20 +3083,47 @@ struct PkFRows {   /* rows 0-3: gate rows o0.. of the expert, 4-7: its up rows *
  * warp that completes a group of 32 outputs (a counter) quantizes it to int8 (hq, hd). */
 template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
     const int lane = threadIdx.x % WARP;
+    /* the router's pieces (D's) at the warp buffers' end (the top-k's keys and ranks
+     * take their start), summed in piece order (every block the same logits) */
+    const int np = pk_rpieces(a.E, a.qdim);
+    float *zs = (float *)(s.wb + PK_WARPS * PK_WB) - PK_RPMAX * PK_THREADS;
+    for (int i = threadIdx.x; i < np * a.ne; i += blockDim.x) cp_async4(zs + i, a.rpart + i);
+    /* and h2 (into s.xr: A's copy of x was D's last need of it), so that the norm after
+     * the rows' issue reads shared memory, not L2 behind the rows' queue */
+    for (int i = threadIdx.x; i < a.E / 4; i += blockDim.x) cp_async16(s.xr + 4 * i, a.h2 + 4 * i);
+    cp_async_commit();
     /* the layer's gate/up geometry, read before the top-k so that its round trip is not
      * between the top-k and the first copies (a load cannot move past the barriers) */
     const uint8_t *wg = L.w[PW_G], *wu = L.w[PW_U];
     const size_t rbg = L.rb[PW_G], rbu = L.rb[PW_U];
     const int F = L.F, tg = L.t[PW_G], ngo = (F + 3) / 4;
-    pk_topk(a, s, l);
+    cp_async_wait_all();   /* and the norm's weights (D's window) */
+    __syncthreads();
+    float z = 0.f;
+    if ((int)threadIdx.x < a.ne)
+        for (int p = 0; p < np; p++) z += zs[p * a.ne + threadIdx.x];
+    int top = 0;
+    pk_topk(a, s, l, z, top);
     pk_mark(a, l, 3);
+    /* the warp's first rows asked for before the norm of h2, so that they fly while the
+     * block normalizes (the norm waits for nothing: its weights landed above) */
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    bool pre = false;
+    if (gw < a.K * ngo) {
+        const int k = gw / ngo, o0 = 4 * (gw % ngo), nv = min(4, F - o0), e = s.sel[k];
+        const unsigned m = (1u << nv) - 1u;
+        pre = pk_issue_pipe<FAM, 8, PK_FPIPE>(tg, PkFRows{wg + ((size_t)e * F + o0) * rbg, wu + ((size_t)e * F + o0) * rbu, rbg, rbu}, m | (m << 4), rbg,
+                                            a.E, buf, pk_stamp(a, l, 8));
+    }
+    const float rs = norm_x(s.xr, a.E, a.eps, s.xsf, s.xs, (float *)s.xds, false, true, nullptr, true);
+    pk_mark(a, l, 2);
+    pk_topk_w(a, s, rs, top);
     for (int g = gw; g < a.K * ngo; g += NW) {
         const int k = g / ngo, o0 = 4 * (g % ngo), nv = min(4, F - o0), e = s.sel[k];
         const PkFRows wp{wg + ((size_t)e * F + o0) * rbg, wu + ((size_t)e * F + o0) * rbu, rbg, rbu};
         const unsigned m = (1u << nv) - 1u;
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 8, PK_W, PK_FPIPE>(tg, wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, false, g == gw ? pk_stamp(a, l, 8) : nullptr);
+        pk_rows<FAM, 8, PK_W, PK_FPIPE>(tg, wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, g == gw && pre, g == gw ? pk_stamp(a, l, 8) : nullptr);
         if (g == gw) pk_mark(a, l, 4);
         if (lane < nv) a.h[(size_t)k * a.Fpad + o0 + lane] = res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane];
         /* the warp completing a group of 32 outputs quantizes it for G (as the rope in A) */
@@ -3049,7 +3165,7 @@ template <int FAM> __device__ void pk_pre_down(const PArgs &a, const PLayer &L, 
 }
 template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
     const int lane = threadIdx.x % WARP, F = L.F;
-    const float x0 = lane == 0 && gw < a.E ? __ldcg(a.x + gw) : 0.f;   /* the first row's residual, early (as in pk_oproj) */
+    const float x0 = lane == 0 && gw < a.E ? __ldcg(a.h2 + gw) : 0.f;   /* the first row's residual (D's h2), early (as in pk_oproj) */
     stage_x(a.hq, a.hd, a.K * a.Fpad, s.hs, (float *)s.hds, threadIdx.x, blockDim.x, true);
     __syncthreads();
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
@@ -3061,7 +3177,7 @@ template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, cons
         if (lane == 0) {
             float tot = 0.f;
             for (int k = 0; k < a.K; k++) tot += s.selw[k] * res[k];
-            a.x[row] = (row == gw ? x0 : __ldcg(a.x + row)) + tot;
+            a.x[row] = (row == gw ? x0 : __ldcg(a.h2 + row)) + tot;
         }
     }
 }
@@ -3160,6 +3276,7 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         s.xs = (int8_t *)p; p += xs_bytes(xp);
         s.xds = (float2 *)p; p += xp / 4;
         s.xsf = (float *)p; p += 4 * (size_t)a.E;
+        s.xr = (float *)p; p += 4 * (size_t)a.E;
         s.hs = (int8_t *)p; p += xs_bytes((size_t)a.K * a.Fpad);
         s.hds = (float2 *)p; p += (size_t)a.K * a.Fpad / 4;
         s.lg = (float *)p; p += 4 * (size_t)((a.ne + 3) / 4 * 4);
@@ -3201,11 +3318,10 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
             PK_SYNC((void)0);
             pk_comb<AM>(a, s, pos);
         }
-        PK_SYNC(pk_pre_o<FAM>(a, L, s, gw));
-        pk_oproj<FAM>(a, L, s, gw, NW);
-        PK_SYNC(pk_pre_router(a, L, s, gw, NW));
-        pk_router(a, L, s, gw, NW);
-        PK_SYNC((void)0);
+        PK_SYNC(pk_pre_o<FAM>(a, L, s, l, gw));
+        pk_oproj<FAM>(a, L, s, l, gw, NW);
+        PK_SYNC(pk_pre_ffn(a, L, s));
+        PK_SKIP();   /* E: no phase of its own (the router in D, the norm in F); its profile row stays */
         pk_gateup<FAM>(a, L, s, l, gw, NW);
         PK_SYNC(pk_pre_down<FAM>(a, L, s, gw); if (blockIdx.x == 0 && threadIdx.x / WARP == 1) pk_rec_p(a, s, l));
         pk_down<FAM>(a, L, s, gw, NW);
@@ -3649,7 +3765,9 @@ struct GpuModel {
     PLayer *d_pl;
     unsigned *pk_bar, *pk_qcnt;
     unsigned long long *pk_ssx;
-    float *rpart;
+    float *rpart, *h2;       /* k_persist: the router's pieces (rpart[piece][expert]); D's x + W_o a */
+    __half *pk_wx;           /* the router folded into D (pk_fold_setup): [layer][ne][E] f16 */
+    __half *pk_mr;           /* [layer][ne][qdim] f16 */
     unsigned long long *pk_prof;   /* QWEN3MOE_PERSIST_PROF: phase times of the last step, reported by gpu_free */
     char persist_why[96];    /* why not, when it is off */
     /* prefill */
@@ -3689,6 +3807,43 @@ template <int AM> static const void *persist_kernel_am(int fam) {
 }
 static const void *persist_kernel(int fam, int am) { return am == AM_ONE ? persist_kernel_am<AM_ONE>(fam) : persist_kernel_am<AM_CHUNKED>(fam); }
 
+/* The router folded into D (PK_RC's note): per layer Wx = W_r diag(ffn_norm) and
+ * Mr = Wx W_o, both f16 (W_o dequantized to f16 as prefill does, the product on cuBLAS with
+ * f32 accumulation). 1.5 MB a layer of Qwen3-30B-A3B, made once at load. */
+__global__ void k_fold_wx(const float *__restrict__ wr, const float *__restrict__ g, int ne, int E, __half *__restrict__ wx) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < (size_t)ne * E) wx[i] = __float2half(wr[i] * g[i % E]);
+}
+static int pk_fold_setup(GpuModel *g, char *err, size_t errlen) {
+    const Config &c = g->c;
+    const int E = c.n_embd, Q = g->qdim, NE = c.n_expert;
+    __half *wo16 = nullptr;
+    int rc = 0;
+    CK(cudaMalloc(&g->pk_wx, sizeof(__half) * (size_t)c.n_layer * NE * E));
+    CK(cudaMalloc(&g->pk_mr, sizeof(__half) * (size_t)c.n_layer * NE * Q));
+    CK(cudaMalloc(&wo16, sizeof(__half) * (size_t)E * Q));
+    const float one = 1.f, zero = 0.f;
+    for (int l = 0; l < c.n_layer && !rc; l++) {
+        const DLayer &L = g->L[l];
+        __half *wx = g->pk_wx + (size_t)l * NE * E, *mr = g->pk_mr + (size_t)l * NE * Q;
+        k_fold_wx<<<(unsigned)(((size_t)NE * E + 255) / 256), 256, 0, g->st>>>(L.router, L.ffn_norm, NE, E, wx);
+        k_dequant_f16<<<(unsigned)(((size_t)(Q + 7) / 8 * E + 255) / 256), 256, 0, g->st>>>(L.o.p, L.o.type, Q, L.o.rb, E, wo16, Q);
+        /* column-major: Mr^T (Q x NE) = Wo^T (Q x E, Wo's rows as columns) . Wx^T (E x NE) */
+        if (cublasSetStream(g->cb, g->st) != CUBLAS_STATUS_SUCCESS ||
+            cublasGemmEx(g->cb, CUBLAS_OP_N, CUBLAS_OP_N, Q, NE, E, &one, wo16, CUDA_R_16F, Q, wx, CUDA_R_16F, E, &zero, mr, CUDA_R_16F, Q,
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+            seterr(err, errlen, "cublasGemmEx failed folding the router of layer %d into W_o", l);
+            rc = 1;
+        }
+    }
+    if (!rc && cudaStreamSynchronize(g->st) != cudaSuccess) {
+        seterr(err, errlen, "folding the router: %s", cudaGetErrorString(cudaGetLastError()));
+        rc = 1;
+    }
+    cudaFree(wo16);
+    return rc;
+}
+
 /* Whether decode can take k_persist, and its per-layer table. Off (with the reason) for
  * what it does not serve; an error only when the device refuses what it asked for. */
 static int persist_setup(GpuModel *g, char *err, size_t errlen) {
@@ -3707,6 +3862,8 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     else if (c.head_dim != PK_D) why = "head_dim is not 128";
     else if (c.n_embd % 256) why = "n_embd is not a multiple of 256";
     else if (c.n_expert_used > PK_MAXK) why = "more than 8 experts used";
+    else if (c.n_expert > PK_THREADS) why = "more experts than the kernel's threads";
+    else if (pk_rpieces(c.n_embd, g->qdim) > PK_RPMAX) why = "n_embd or the query width too large for the folded router";
     else if (!coop) why = "no cooperative launch on this device";
     else if (g->pk_smem_bytes > (size_t)optin) why = "shared memory too small";
     /* the first family that serves every layer weight */
@@ -3769,6 +3926,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     }
     CK(cudaMalloc(&g->d_pl, sizeof(PLayer) * c.n_layer));
     CK(cudaMemcpy(g->d_pl, pl.data(), sizeof(PLayer) * c.n_layer, cudaMemcpyHostToDevice));
+    if (pk_fold_setup(g, err, errlen)) return 1;
     CK(cudaMemset(g->pk_ssx, 0, sizeof(unsigned long long) * 2 * (c.n_head + c.n_head_kv)));
     CK(cudaMemset(g->pk_qcnt, 0, sizeof(unsigned) * c.n_expert_used * (g->Fpad / 32)));
     if (getenv("QWEN3MOE_PERSIST_PROF") && PK_PHASES * c.n_layer + 1 < PK_PROF_MAXB - 1 && PK_MARKS * c.n_layer <= PK_PROF_MAXB) {   /* barrier rows, then the head's end row */
@@ -3792,6 +3950,7 @@ static int launch_persist(GpuModel *g, int am, char *err, size_t errlen) {
     a.ne = c.n_expert; a.K = c.n_expert_used; a.Fpad = g->Fpad; a.nch = std::max(g->nch, 64);
     a.eps = c.rms_eps; a.theta_scale = g->theta_scale; a.scale = 1.0f / sqrtf((float)c.head_dim);
     a.x = g->x; a.qkv = g->qkv; a.part = g->part; a.rpart = g->rpart; a.h = g->h;
+    a.h2 = g->h2; a.rwx = g->pk_wx; a.rmr = g->pk_mr;
     a.aq = g->xq; a.ad = g->xd; a.hq = g->hq; a.hd = g->hd;
     a.bar = g->pk_bar; a.kvc = g->pk_bar + 1; a.ssx = g->pk_ssx; a.qcnt = g->pk_qcnt;
     a.pos_dev = g->d_io + 1;
@@ -3847,6 +4006,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->d_io = b.take<int>(4);
     g->d_amax = b.take<unsigned long long>(1);
     g->x = b.take<float>(E);
+    g->h2 = b.take<float>(E);
     g->xn = b.take<float>(E);
     g->xq = b.take<int8_t>(wide + 256);
     g->xd = b.take<float>(2 * (wide / 32) + 8);   /* the persistent kernel keeps a float2 per group (warp_quant2) */
@@ -3868,7 +4028,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->pk_bar = b.take<unsigned>(1 + (size_t)c.n_head_kv);
     g->pk_ssx = b.take<unsigned long long>(2 * ((size_t)nh + c.n_head_kv));
     g->pk_qcnt = b.take<unsigned>((size_t)K * g->Fpad / 32);
-    g->rpart = b.take<float>((size_t)NE * (E / 256 + 1));
+    g->rpart = b.take<float>((size_t)NE * std::max(E / 256 + 1, pk_rpieces(E, g->qdim)));
     /* prefill, NB_MAX tokens */
     const size_t NB = NB_MAX, S = NB * K;
     g->px = b.take<float>(NB * E);
@@ -3925,7 +4085,7 @@ static void persist_prof_report(GpuModel *g) {
     std::vector<unsigned long long> h((size_t)PK_PROF_MAXB * (G + 2));
     if (cudaMemcpy(h.data(), g->pk_prof, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost) != cudaSuccess) return;
     const unsigned long long *pass = h.data() + (size_t)PK_PROF_MAXB * G;   /* pass[0] = start, pass[b+1] = barrier b passed */
-    static const char *names[P] = {"A norm+qkv+rope", "B attention", "C combine", "D o-proj", "E norm+router", "F topk+gate/up", "G down"};
+    static const char *names[P] = {"A norm+qkv+rope", "B attention", "C combine", "D o-proj", "E (in D and F)", "F topk+gate/up", "G down"};
     double work[P] = {0}, wait[P] = {0}, spread[P] = {0};
     for (int b = 0; b < nbar; b++) {
         unsigned long long mx = 0, mn = ~0ull;
@@ -3945,7 +4105,7 @@ static void persist_prof_report(GpuModel *g) {
      * the block of item 0's, from block 0's end of A. */
     static const struct { int mark, phase; const char *what; } mk[] = {
         {6, 0, "A: norm"}, {11, 0, "rows landed"}, {7, 0, "first rows"},
-        {0, 5, "F: logits"}, {1, 5, "ranks"}, {2, 5, "placed"}, {3, 5, "top-k"}, {8, 5, "rows asked"}, {9, 5, "first row landed"},
+        {0, 5, "F: logits"}, {1, 5, "ranks"}, {3, 5, "top-k"}, {8, 5, "rows asked"}, {2, 5, "norm"}, {9, 5, "first row landed"},
         {4, 5, "first group done"}, {5, 5, "done"},
         {12, 1, "B (item 0's block): q"}, {13, 1, "staged"}, {14, 1, "max"}, {15, 1, "PV"}};
     fprintf(stderr, "  block 0, warp 0, us into the phase:");
@@ -3982,6 +4142,8 @@ extern "C" void gpu_free(GpuModel *g) {
     cudaFree(g->warena);
     cudaFree(g->sarena);
     cudaFree(g->d_pl);
+    cudaFree(g->pk_wx);
+    cudaFree(g->pk_mr);
     cudaFree(g->logits_all);
     cudaFreeHost(g->h_io);
     cudaFreeHost(g->h_amax);
