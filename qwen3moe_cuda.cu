@@ -3829,8 +3829,7 @@ static int pk_fold_setup(GpuModel *g, char *err, size_t errlen) {
         k_fold_wx<<<(unsigned)(((size_t)NE * E + 255) / 256), 256, 0, g->st>>>(L.router, L.ffn_norm, NE, E, wx);
         k_dequant_f16<<<(unsigned)(((size_t)(Q + 7) / 8 * E + 255) / 256), 256, 0, g->st>>>(L.o.p, L.o.type, Q, L.o.rb, E, wo16, Q);
         /* column-major: Mr^T (Q x NE) = Wo^T (Q x E, Wo's rows as columns) . Wx^T (E x NE) */
-        if (cublasSetStream(g->cb, g->st) != CUBLAS_STATUS_SUCCESS ||
-            cublasGemmEx(g->cb, CUBLAS_OP_N, CUBLAS_OP_N, Q, NE, E, &one, wo16, CUDA_R_16F, Q, wx, CUDA_R_16F, E, &zero, mr, CUDA_R_16F, Q,
+        if (cublasGemmEx(g->cb, CUBLAS_OP_N, CUBLAS_OP_N, Q, NE, E, &one, wo16, CUDA_R_16F, Q, wx, CUDA_R_16F, E, &zero, mr, CUDA_R_16F, Q,
                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
             seterr(err, errlen, "cublasGemmEx failed folding the router of layer %d into W_o", l);
             rc = 1;
