@@ -1790,7 +1790,7 @@ __host__ __device__ constexpr bool pk_serves(int fam, int t) {
 #ifndef PK_FPIPE
 #define PK_FPIPE 2                /* F: gate/up rows a warp has in flight at once (rows_pipe; 0: all 8) */
 #endif
-#define PK_PHASES 7               /* per layer, each ended by a grid barrier: A..G below */
+#define PK_PHASES 7               /* per layer, each a row of the profile: A..G below (A, E and under AM_ONE B end without a barrier; E is empty) */
 
 struct PLayer {
     const uint8_t *w[7];          /* q, k, v, o, gate, up, down */
@@ -3079,8 +3079,10 @@ struct PkFRows {   /* rows 0-3: gate rows o0.. of the expert, 4-7: its up rows *
     size_t rbg, rbu;
     __device__ __forceinline__ const uint8_t *operator[](int r) const { return r < 4 ? g + (size_t)r * rbg : u + (size_t)(r - 4) * rbu; }
 };
-/* F: gate and up of 4 outputs of one expert per warp, SwiGLU into h[k][Fpad] (f32); the
- * warp that completes a group of 32 outputs (a counter) quantizes it to int8 (hq, hd). */
+/* F: the top-k on the folded router's logits, each warp's first rows asked for, the norm of
+ * h2 while they fly, the weights; then gate and up of 4 outputs of one expert per warp,
+ * SwiGLU into h[k][Fpad] (f32); the warp that completes a group of 32 outputs (a counter)
+ * quantizes it to int8 (hq, hd). */
 template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
     const int lane = threadIdx.x % WARP;
     /* the router's pieces (D's) at the warp buffers' end (the top-k's keys and ranks
