@@ -2436,10 +2436,11 @@ __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int hf, int pos
  * with rs = 1 / rms(h) > 0: the top-k's choice is that of Wx x + Mr a, and rs (F's norm)
  * scales the chosen logits for the softmax. Both products are made by D's idle warps (x is
  * kept in shared memory by A's norm, a is staged for the o-proj), so phase E and its grid
- * barrier are gone. An item is PK_RC columns of one expert's row (8 KB staged); its sum
- * goes to rpart[piece][expert] (the x pieces first), summed by F in piece order (every
+ * barrier are gone. An item is PK_RC columns of one expert's row (4 KB staged: 384 items
+ * for Qwen3-30B-A3B on D's idle warps; 256 items, half of them 8 KB, made D 0.8 us longer:
+ * tg128 -2.4%, bench/NOTES.md P100); its sum goes to rpart[piece][expert] (the x pieces first), summed by F in piece order (every
  * block the same logits). */
-#define PK_RC 4096
+#define PK_RC 2048
 static_assert(2 * PK_RC <= PK_WB, "a router piece fits a warp's staging slot");
 __host__ __device__ __forceinline__ int pk_rxp(int E) { return (E + PK_RC - 1) / PK_RC; }
 __host__ __device__ __forceinline__ int pk_rpieces(int E, int qdim) { return pk_rxp(E) + (qdim + PK_RC - 1) / PK_RC; }
