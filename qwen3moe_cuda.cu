@@ -1796,7 +1796,7 @@ struct PLayer {
     const uint8_t *w[7];          /* q, k, v, o, gate, up, down */
     size_t rb[7];
     int t[7];
-    const float *attn_norm, *q_norm, *k_norm, *ffn_norm, *router;
+    const float *attn_norm, *q_norm, *k_norm, *ffn_norm;   /* (the router: folded, PArgs.rwx / rmr) */
     __half *kc, *vc;
     int F;
 };
@@ -2164,6 +2164,10 @@ __device__ __forceinline__ void rows_shx(const WP &wp, unsigned ok, size_t cb0, 
  * refilled only after the row in it was used. x is read again per row, so that nothing
  * but the row loop is live across the waits (holding it cost spills). */
 template <int P> __device__ __forceinline__ int pipe_slot(int bytes) { return bytes / (P + 1) / 16 * 16; }
+/* whether a whole row (niter superblocks of SB bytes, plus the slack for a misaligned start
+ * and the dots' read past the end) fits a slot: rows_qp's test for rows_pipe, and
+ * pk_issue_pipe's, which must agree with it */
+__device__ __forceinline__ bool pipe_fits(int niter, int SB, int slot) { return (size_t)niter * SB + 31 <= (size_t)slot; }
 template <int R, int P, class WP>
 __device__ __forceinline__ void rows_pipe_issue(const WP &wp, unsigned ok, int nb, uint8_t *buf, int slot) {
 #pragma unroll 1
@@ -2231,7 +2235,7 @@ __device__ __forceinline__ void rows_qp(const WP &wp, unsigned ok, size_t rb, in
     const int ipc = stage_ipc<5>(SB, cap);
     if constexpr (PIPE > 0) {
         const int slot = pipe_slot<PIPE>(R * cap);
-        if (!xstr && (size_t)niter * SB + 31 <= (size_t)slot) {   /* a whole row in a slot (pre: pk_issue_pipe's) */
+        if (!xstr && pipe_fits(niter, SB, slot)) {   /* a whole row in a slot (pre: pk_issue_pipe's) */
             rows_pipe<Q, L, R, PIPE>(wp, ok, rb, xq, xd, niter, SB, res, buf, slot, pre, stamp);
             return;
         }
@@ -2318,7 +2322,7 @@ __device__ __forceinline__ bool pk_issue_pipe(int type, const WP &wp, unsigned o
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
     const int slot = pipe_slot<PIPE>(R * PK_CAP(R));
-    if (!sb || (size_t)(ncols / 256) * sb + 31 > (size_t)slot) return false;
+    if (!sb || !pipe_fits(ncols / 256, sb, slot)) return false;
     rows_pipe_issue<R, PIPE>(wp, ok, (int)min((size_t)(ncols / 256) * sb, rb), buf, slot);
     if (stamp && threadIdx.x % WARP == 0) stamp[0] = gtimer();
     return true;
@@ -3921,7 +3925,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
         const DT *ws[7] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
         PLayer &p = pl[l];
         for (int i = 0; i < 7; i++) { p.w[i] = ws[i]->p; p.rb[i] = ws[i]->rb; p.t[i] = ws[i]->type; }
-        p.attn_norm = L.attn_norm; p.q_norm = L.q_norm; p.k_norm = L.k_norm; p.ffn_norm = L.ffn_norm; p.router = L.router;
+        p.attn_norm = L.attn_norm; p.q_norm = L.q_norm; p.k_norm = L.k_norm; p.ffn_norm = L.ffn_norm;
         p.kc = g->kc + (size_t)l * g->n_ctx * g->kvdim;
         p.vc = g->vc + (size_t)l * g->n_ctx * g->kvdim;
         p.F = L.F;
@@ -4030,7 +4034,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->pk_bar = b.take<unsigned>(1 + (size_t)c.n_head_kv);
     g->pk_ssx = b.take<unsigned long long>(2 * ((size_t)nh + c.n_head_kv));
     g->pk_qcnt = b.take<unsigned>((size_t)K * g->Fpad / 32);
-    g->rpart = b.take<float>((size_t)NE * std::max(E / 256 + 1, pk_rpieces(E, g->qdim)));
+    g->rpart = b.take<float>((size_t)NE * pk_rpieces(E, g->qdim));
     /* prefill, NB_MAX tokens */
     const size_t NB = NB_MAX, S = NB * K;
     g->px = b.take<float>(NB * E);
