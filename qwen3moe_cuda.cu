@@ -930,6 +930,73 @@ __device__ __forceinline__ float norm_x(const float *x, int E, float eps, float 
     return sc;
 }
 
+/* The persistent kernel's RMSNorm into int8 (norm_x's values but for rounding, in fewer
+ * block barriers): thread t's float4s i = t, t + blockDim.x, ... of x (norm_stage_w staged
+ * w[4i..4i+3] into xsf with the same threads: its own copies, no barrier before them) are
+ * quantized as x * w, since 1 / rms scales a group's values and its max alike: 1 / rms goes
+ * into the group's scale (xq_finish), so the quantization does not wait for the sum of
+ * squares. Needs E % 128 == 0 (whole warps, 8 lanes a group of 32). Writes the group's
+ * unscaled step and its int8 sum to xds for xq_finish; returns the thread's sum of squares. */
+__device__ __forceinline__ float xq_start(const float *x, bool shared, int E, const float *xsf, int8_t *xs, float2 *xds, float *xr) {
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < E / 4; i += blockDim.x) {
+        const float4 v = shared ? ((const float4 *)x)[i] : __ldcg((const float4 *)x + i), w = ((const float4 *)xsf)[i];   /* past L1: other SMs wrote x */
+        if (xr) ((float4 *)xr)[i] = v;
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        const float4 y = make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
+        float amax = fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w)));
+#pragma unroll
+        for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const float iq = amax > 0.f ? 127.f / amax : 0.f;   /* one division a group, not one a value */
+        const char4 q = make_char4(__float2int_rn(y.x * iq), __float2int_rn(y.y * iq), __float2int_rn(y.z * iq), __float2int_rn(y.w * iq));
+        *(char4 *)(xs + xs_at(4 * i)) = q;
+        int sum = (int)q.x + q.y + q.z + q.w;
+#pragma unroll
+        for (int o = 1; o < 8; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        if ((i & 7) == 0) xds[i / 8] = make_float2(amax / 127.f, (float)sum);
+    }
+    return ss;
+}
+/* the groups' scales times 1 / rms (each by the thread that wrote it), then the block's barrier before the multiply */
+__device__ __forceinline__ void xq_finish(int E, float sc, float2 *xds) {
+    for (int i = threadIdx.x; i < E / 4; i += blockDim.x)
+        if ((i & 7) == 0) {
+            const float2 d = xds[i / 8];
+            xds[i / 8] = make_float2(d.x * sc, d.x * sc * d.y);
+        }
+    __syncthreads();
+}
+/* A's: the sum of squares over the block's own copy of x (one reduction barrier); x is read
+ * from L2 (ldcg: other SMs wrote it) and copied to xr. Returns 1 / rms. */
+__device__ __forceinline__ float norm_xl(const float *x, int E, float eps, const float *xsf, int8_t *xs, float2 *xds, float *xr) {
+    __shared__ float red[32];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = blockDim.x / WARP;
+    const float ss = warp_sum(xq_start(x, false, E, xsf, xs, xds, xr));
+    if (lane == 0) red[warp] = ss;
+    __syncthreads();
+    float t = 0.f;
+#pragma unroll
+    for (int j = 0; j < 32; j++)
+        if (j < nw) t += red[j];
+    const float sc = 1.0f / sqrtf(t / E + eps);
+    xq_finish(E, sc, xds);
+    return sc;
+}
+/* F's: x (h2) in shared memory, and the sum of squares from the np partials that the phase
+ * which wrote it left per block (D's, pk_arrive), staged in shared memory beside it: every
+ * warp sums them itself (the same order in every warp of every block), so no reduction
+ * barrier at all. (Read from L2 instead, as A could, the 16 warps of 132 blocks queue on
+ * the same few lines: A's norm 2.2 -> 3.3 us on the H100, bench/NOTES.md P104.) */
+__device__ __forceinline__ float norm_xq(const float *x, const float *ssp, int np, int E, float eps, const float *xsf, int8_t *xs, float2 *xds) {
+    const int lane = threadIdx.x % WARP;
+    float p = 0.f;
+    for (int j = lane; j < np; j += WARP) p += ssp[j];
+    xq_start(x, true, E, xsf, xs, xds, nullptr);
+    const float sc = 1.0f / sqrtf(warp_sum(p) / E + eps);
+    xq_finish(E, sc, xds);
+    return sc;
+}
+
 /* ======================================================================
  * Kernels
  * ==================================================================== */
@@ -1763,6 +1830,7 @@ static DownKernel down2_kernel(int tt) {
 #define PK_D 128                  /* head_dim served */
 #define PK_WB 9728                /* staging bytes per warp (8 rows of 1,216: a 2048-wide Q4_K row each) */
 #define PK_MAXK 8
+#define PK_SSMAX 256              /* blocks whose partial sums of squares F stages (pk_ssq_ok) */
 #define PK_CAP(R) (PK_WB / (R) / 16 * 16)   /* staging bytes per row for R rows a warp (16-byte aligned rows) */
 /* The weight types it serves, by family: each family (the types of one of llama.cpp's mixes,
  * all with a wide dot, QW) gets its own instantiation, so no instance carries code for types
@@ -1815,6 +1883,7 @@ struct PArgs {
     unsigned *bar, *qcnt;
     unsigned *kvc;   /* A -> B: per KV head, its q and k halves and v groups done (pk_kv_done), counted over the step's layers */
     unsigned long long *ssx;   /* A: a head half's sum of squares, flagged (pk_rope) */
+    float *ssq;   /* per block, the sum of squares of the h2 rows it wrote in D (F's norm); null: norm_x in A and F instead (pk_ssq_ok) */
     const int *pos_dev;
     int *rec;
     float *recp;
@@ -1833,6 +1902,7 @@ struct PSmem {
     float2 *xds, *hds;   /* per 32: the scale, and the scale times the sum */
     float *xsf, *lg, *selw;
     float *xr;       /* x as A read it (f32), for the folded router in D; then h2 for F's norm */
+    float *ssp;      /* [PK_SSMAX]: D's partial sums of squares of h2, for F's norm */
     int *sel;
     float *res;      /* [PK_WARPS][PK_MAXK]: a warp's row totals (rows_qp) */
     uint8_t *wb;
@@ -1840,7 +1910,7 @@ struct PSmem {
 static size_t pk_smem(int E, int qdim, int ne, int K, int Fpad) {
     const size_t xp = xq_pad(std::max(E, qdim));
     return xs_bytes(xp) + xp / 4 + 8 * (size_t)E + xs_bytes((size_t)K * Fpad) + (size_t)K * Fpad / 4 + 4 * (size_t)((ne + 3) / 4 * 4) + 8 * PK_MAXK +
-           4 * PK_WARPS * PK_MAXK + 64 + (size_t)PK_WARPS * PK_WB;
+           4 * PK_WARPS * PK_MAXK + 4 * PK_SSMAX + 64 + (size_t)PK_WARPS * PK_WB;
 }
 
 /* Wide dot products: 8 lanes per 256-weight superblock and 32 weights a lane (16-byte
@@ -2344,9 +2414,17 @@ __device__ __forceinline__ void pk_mark(const PArgs &a, int l, int i, unsigned b
 }
 /* Split grid barrier: arrive, do something useful (prefetch), wait. The counter is zeroed
  * before each launch; barrier n completes when it reaches n * gridDim.x. */
-__device__ __forceinline__ void pk_arrive(unsigned *bar, unsigned long long *prof) {
+/* ssq: where this block's partial sum of squares goes, its warps' in ssw[w * PK_MAXK]
+ * (their first row total slots, free by then) */
+__device__ __forceinline__ void pk_arrive(unsigned *bar, unsigned long long *prof, float *ssq = nullptr, const float *ssw = nullptr) {
     __syncthreads();
     if (threadIdx.x == 0) {
+        if (ssq) {
+            float t = 0.f;
+#pragma unroll
+            for (int w = 0; w < PK_WARPS; w++) t += ssw[w * PK_MAXK];
+            ssq[blockIdx.x] = t;
+        }
         if (prof) prof[blockIdx.x] = gtimer();
         pk_fence();
         atomicAdd(bar, 1u);
@@ -2551,7 +2629,12 @@ template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, c
     }
 }
 template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos, int gw, int NW) {
-    norm_x(a.x, a.E, a.eps, s.xsf, s.xs, (float *)s.xds, true, true, s.xr);
+    if (a.ssq) {
+        cp_async_wait_but_one();   /* the thread's own copies of the norm's weights (its rows' may fly) */
+        norm_xl(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, s.xr);
+    } else {
+        norm_x(a.x, a.E, a.eps, s.xsf, s.xs, (float *)s.xds, true, true, s.xr);
+    }
     pk_mark(a, l, 6);
     const int lane = threadIdx.x % WARP, nu = pk_halves(a);
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
@@ -2959,6 +3042,7 @@ template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, con
     stage_x(a.aq, a.ad, xq_pad(a.qdim), s.xs, (float *)s.xds, threadIdx.x, blockDim.x, true);
     __syncthreads();
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    float ss = 0.f;   /* lane 0: the squares of the h2 rows it writes, for F's norm */
     int g = gw;
     for (; g < no; g += NW) {
         const PkPairRows wp = pk_o_rows(L, g);
@@ -2966,10 +3050,17 @@ template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, con
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
         pk_rows<FAM, 2, PK_W>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
         if (lane == 0) {
-            a.h2[2 * g] = (g == gw ? x0 : __ldcg(a.x + 2 * g)) + res[0];
-            if (ok & 2u) a.h2[2 * g + 1] = (g == gw ? x1 : __ldcg(a.x + 2 * g + 1)) + res[1];
+            const float h0 = (g == gw ? x0 : __ldcg(a.x + 2 * g)) + res[0];
+            a.h2[2 * g] = h0;
+            ss += h0 * h0;
+            if (ok & 2u) {
+                const float h1 = (g == gw ? x1 : __ldcg(a.x + 2 * g + 1)) + res[1];
+                a.h2[2 * g + 1] = h1;
+                ss += h1 * h1;
+            }
         }
     }
+    if (lane == 0) s.res[(threadIdx.x / WARP) * PK_MAXK] = ss;   /* for pk_arrive's partial */
     for (; g < no + nr; g += NW) {   /* the same list on: the router's items */
         if (g != gw) pk_router_issue(a, l, g - no, buf);
         pk_router_item(a, s, g - no, buf);
@@ -3098,6 +3189,8 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
     /* and h2 (into s.xr: A's copy of x was D's last need of it), so that the norm after
      * the rows' issue reads shared memory, not L2 behind the rows' queue */
     for (int i = threadIdx.x; i < a.E / 4; i += blockDim.x) cp_async16(s.xr + 4 * i, a.h2 + 4 * i);
+    if (a.ssq)   /* and D's partial sums of squares of h2 */
+        for (int i = threadIdx.x; i < (int)gridDim.x; i += blockDim.x) cp_async4(s.ssp + i, a.ssq + i);
     cp_async_commit();
     /* the layer's gate/up geometry, read before the top-k so that its round trip is not
      * between the top-k and the first copies (a load cannot move past the barriers) */
@@ -3122,7 +3215,8 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
         pre = pk_issue_pipe<FAM, 8, PK_FPIPE>(tg, PkFRows{wg + ((size_t)e * F + o0) * rbg, wu + ((size_t)e * F + o0) * rbu, rbg, rbu}, m | (m << 4), rbg,
                                             a.E, buf, pk_stamp(a, l, 8));
     }
-    const float rs = norm_x(s.xr, a.E, a.eps, s.xsf, s.xs, (float *)s.xds, false, true, nullptr, true);
+    const float rs = a.ssq ? norm_xq(s.xr, s.ssp, gridDim.x, a.E, a.eps, s.xsf, s.xs, s.xds)
+                           : norm_x(s.xr, a.E, a.eps, s.xsf, s.xs, (float *)s.xds, false, true, nullptr, true);
     pk_mark(a, l, 2);
     pk_topk_w(a, s, rs, top);
     for (int g = gw; g < a.K * ngo; g += NW) {
@@ -3290,6 +3384,7 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         s.sel = (int *)p; p += 4 * PK_MAXK;
         s.selw = (float *)p; p += 4 * PK_MAXK;
         s.res = (float *)p; p += 4 * PK_WARPS * PK_MAXK;
+        s.ssp = (float *)p; p += 4 * PK_SSMAX;
         s.wb = p + (-(uintptr_t)p & 63);   /* aligned by an offset, not through an integer cast: the rows staged here stay known as shared memory, so their loads compile to LDS instead of generic loads */
     }
     /* a phase's groups go round the blocks first, so that every SM gets a share */
@@ -3297,9 +3392,11 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
     const int pos = *a.pos_dev;
     unsigned nb = 0, nt = 0;   /* phase ends (the profile's rows), grid barriers */
     if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x] = gtimer();
-#define PK_SYNC(BETWEEN)                        \
+#define PK_SYNC(BETWEEN) PK_SYNC_SS(nullptr, BETWEEN)
+    /* and the block's partial sum of squares to SSQ (its warps' in s.res) */
+#define PK_SYNC_SS(SSQ, BETWEEN)                \
     do {                                        \
-        pk_arrive(a.bar, a.prof ? a.prof + (size_t)nb * gridDim.x : nullptr); \
+        pk_arrive(a.bar, a.prof ? a.prof + (size_t)nb * gridDim.x : nullptr, SSQ, s.res); \
         BETWEEN;                                \
         pk_wait(a.bar, ++nt * gridDim.x);       \
         if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x + nb + 1] = gtimer(); \
@@ -3327,7 +3424,7 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         }
         PK_SYNC(pk_pre_o<FAM>(a, L, s, l, gw));
         pk_oproj<FAM>(a, L, s, l, gw, NW);
-        PK_SYNC(pk_pre_ffn(a, L, s));
+        PK_SYNC_SS(a.ssq, pk_pre_ffn(a, L, s));
         PK_SKIP();   /* E: no phase of its own (the router in D, the norm in F); its profile row stays */
         pk_gateup<FAM>(a, L, s, l, gw, NW);
         PK_SYNC(pk_pre_down<FAM>(a, L, s, gw); if (blockIdx.x == 0 && threadIdx.x / WARP == 1) pk_rec_p(a, s, l));
@@ -3341,6 +3438,7 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         if (a.prof && threadIdx.x == 0) a.prof[(size_t)(PK_PROF_MAXB - 1) * gridDim.x + blockIdx.x] = gtimer();
     }
 #undef PK_SYNC
+#undef PK_SYNC_SS
 #undef PK_SKIP
 }
 
@@ -3772,6 +3870,8 @@ struct GpuModel {
     PLayer *d_pl;
     unsigned *pk_bar, *pk_qcnt;
     unsigned long long *pk_ssx;
+    float *pk_ssq;   /* [PK_SSMAX]: PArgs.ssq */
+    int pk_ssq_ok;   /* A and F normalize with norm_xl / norm_xq: E % 128 == 0, the grid fits PK_SSMAX, aligned norm weights */
     float *rpart, *h2;       /* k_persist: the router's pieces (rpart[piece][expert]); D's x + W_o a */
     __half *pk_wx;           /* the router folded into D (pk_fold_setup): [layer][ne][E] f16 */
     __half *pk_mr;           /* [layer][ne][qdim] f16 */
@@ -3934,6 +4034,11 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     CK(cudaMemcpy(g->d_pl, pl.data(), sizeof(PLayer) * c.n_layer, cudaMemcpyHostToDevice));
     if (pk_fold_setup(g, err, errlen)) return 1;
     CK(cudaMemset(g->pk_ssx, 0, sizeof(unsigned long long) * 2 * (c.n_head + c.n_head_kv)));
+    /* norm_xq's conditions: whole warps of 8-lane groups, a partial per block in F's staging,
+     * and norm_stage_w's cp.async path (each thread then reads only its own copies) */
+    g->pk_ssq_ok = c.n_embd % 128 == 0 && g->pk_grid <= PK_SSMAX;
+    for (int l = 0; l < c.n_layer; l++)
+        if (((uintptr_t)g->L[l].attn_norm | (uintptr_t)g->L[l].ffn_norm) & 15) g->pk_ssq_ok = 0;
     CK(cudaMemset(g->pk_qcnt, 0, sizeof(unsigned) * c.n_expert_used * (g->Fpad / 32)));
     if (getenv("QWEN3MOE_PERSIST_PROF") && PK_PHASES * c.n_layer + 1 < PK_PROF_MAXB - 1 && PK_MARKS * c.n_layer <= PK_PROF_MAXB) {   /* barrier rows, then the head's end row */
         const size_t n = (size_t)PK_PROF_MAXB * (g->pk_grid + 2);
@@ -3959,6 +4064,7 @@ static int launch_persist(GpuModel *g, int am, char *err, size_t errlen) {
     a.h2 = g->h2; a.rwx = g->pk_wx; a.rmr = g->pk_mr;
     a.aq = g->xq; a.ad = g->xd; a.hq = g->hq; a.hd = g->hd;
     a.bar = g->pk_bar; a.kvc = g->pk_bar + 1; a.ssx = g->pk_ssx; a.qcnt = g->pk_qcnt;
+    a.ssq = g->pk_ssq_ok ? g->pk_ssq : nullptr;
     a.pos_dev = g->d_io + 1;
     a.rec = g->rec; a.recp = g->recp; a.force = g->d_force; a.force_on = g->d_force_on;
     a.prof = g->pk_prof;
@@ -4033,6 +4139,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->part = b.take<float>((size_t)nh * std::max(g->nch, 64) * (D + 2));   /* k_persist: up to 64 chunks at any depth */
     g->pk_bar = b.take<unsigned>(1 + (size_t)c.n_head_kv);
     g->pk_ssx = b.take<unsigned long long>(2 * ((size_t)nh + c.n_head_kv));
+    g->pk_ssq = b.take<float>(PK_SSMAX);
     g->pk_qcnt = b.take<unsigned>((size_t)K * g->Fpad / 32);
     g->rpart = b.take<float>((size_t)NE * pk_rpieces(E, g->qdim));
     /* prefill, NB_MAX tokens */
