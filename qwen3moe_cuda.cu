@@ -1882,7 +1882,7 @@ struct PArgs {
     float *ad, *hd;   /* float2s in the persistent kernel: per 32, the scale and the scale times the sum (warp_quant2) */
     unsigned *bar, *qcnt;
     unsigned *kvc;   /* A -> B: per KV head, its q and k halves and v groups done (pk_kv_done), counted over the step's layers */
-    unsigned long long *ssx;   /* A: a head half's sum of squares, flagged (pk_rope) */
+    float *ssx;   /* A: [head][half] the halves' sums of squares (pk_rope), q heads then k heads */
     float *ssq;   /* per block, the sum of squares of the h2 rows it wrote in D (F's norm); null: norm_x in A and F instead (pk_ssq_ok) */
     const int *pos_dev;
     int *rec;
@@ -2474,42 +2474,29 @@ __device__ __forceinline__ bool warp_completes(unsigned *cnt, unsigned n, unsign
 
 /* Half hf of q or k head hh after its matvec (one warp): the pairs (i, i + D/2) for i in
  * [32 hf, 32 hf + 32), from the block's row totals y in shared memory (pair j's rows are
- * warp j/2's slots j%2 and j%2 + 2). The head's sum of squares is its halves' partials:
- * this block's goes to its slot with a flag, the other half's is read from the other slot
- * (one round trip; the blocks are co-resident). Then q or k is RMS-normalized and rotated
- * as in k_qk_rope: q to qkv for B, k to the cache. D clears the slots for the next layer. */
+ * warp j/2's slots j%2 and j%2 + 2). The head's RMSNorm needs the other half's sum of
+ * squares, but its 1 / rms is one scalar and the rope is linear, so this half writes its
+ * own partial and rope(x * w) unscaled (f32, q or k at its place in qkv), and B scales both
+ * (pk_item_q_pad: it loads them in one round trip anyway, and it writes the step's k row to
+ * the cache). The halves exchanged their partials here before, a round trip on A's
+ * critical path (bench/NOTES.md P105). */
 __device__ void pk_rope(const PArgs &a, const PLayer &L, int hh, int hf, int pos, const float *y) {
     const int lane = threadIdx.x % WARP, D = PK_D, half = D / 2;
-    const bool isq = hh < a.nh;
-    const float *w = isq ? L.q_norm : L.k_norm;
+    const float *w = hh < a.nh ? L.q_norm : L.k_norm;
     const int i = 32 * hf + lane, yi = PK_MAXK * (lane / 2) + (lane & 1);
     const float x0 = y[yi], x1 = y[yi + 2];
     const float ss = warp_sum(x0 * x0 + x1 * x1);
-    unsigned long long *slot = a.ssx + 2 * hh;
-    float oth = 0.f;
-    if (lane == 0) {
-        const unsigned long long v = (1ull << 32) | __float_as_uint(ss);
-        asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(slot + hf), "l"(v) : "memory");
-        unsigned long long o;
-        do asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(o) : "l"(slot + (hf ^ 1)) : "memory");
-        while (!(o >> 32));
-        oth = __uint_as_float((unsigned)o);
-    }
-    oth = __shfl_sync(0xffffffffu, oth, 0);
-    const float tot = hf ? oth + ss : ss + oth;   /* the same order in both halves */
-    const float sc = 1.0f / sqrtf(tot / D + a.eps);
+    if (lane == 0) a.ssx[2 * hh + hf] = ss;
     float r0, r1;
-    rope_pair<true>(x0 * sc * w[i], x1 * sc * w[i + half], pos, i, a.theta_scale, r0, r1);
-    if (isq) {
-        float *q = a.qkv + hh * D;
-        q[i] = r0;
-        q[i + half] = r1;
-    } else {
-        __half *dst = L.kc + (size_t)pos * a.kvdim + (hh - a.nh) * D;
-        dst[i] = __float2half(r0);
-        dst[i + half] = __float2half(r1);
-    }
-    pk_kv_done(a, isq ? hh / (a.nh / a.nkv) : hh - a.nh);
+    rope_pair<true>(x0 * w[i], x1 * w[i + half], pos, i, a.theta_scale, r0, r1);
+    float *q = a.qkv + hh * D;   /* k heads after the q heads: qkv's k part */
+    q[i] = r0;
+    q[i + half] = r1;
+    pk_kv_done(a, hh < a.nh ? hh / (a.nh / a.nkv) : hh - a.nh);
+}
+/* 1 / rms of head hh (q heads, then k heads) from its halves' partials (pk_rope's) */
+__device__ __forceinline__ float pk_head_rs(const PArgs &a, int hh) {
+    return 1.0f / sqrtf((__ldcg(a.ssx + 2 * hh) + __ldcg(a.ssx + 2 * hh + 1)) / PK_D + a.eps);
 }
 
 /* The router folded into D (bench/NOTES.md P100). F's input is RMSNorm(h) with
@@ -2704,11 +2691,12 @@ __device__ __forceinline__ __half *pk_vs(const PSmem &s) { return (__half *)s.wb
  * (AM_CHUNKED: a step reads 17 MB of them a layer at depth 8192, none again before the next
  * step) marks them to leave L2 first, as the weight rows are */
 template <bool EF>
-__device__ __forceinline__ void pk_item_issue(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int t0, int r0, int r1) {
+__device__ __forceinline__ void pk_item_issue(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int t0, int r0, int r1, int pos) {
     __half *ks = pk_ks(s), *vs = pk_vs(s);
     const uint64_t pol = EF ? l2_evict_first() : 0;
     for (int i = r0 * 32 + threadIdx.x; i < r1 * 32; i += blockDim.x) {   /* 16 pieces of K, then 16 of V, a row */
         const int r = i / 32, k = i % 32, kv = k / 16, pc = k % 16;
+        if (!kv && t0 + r == pos) continue;   /* the step's own k: pk_item_q_pad normalizes it */
         const __half *src = (kv ? L.vc : L.kc) + (size_t)(t0 + r) * a.kvdim + kvh * PK_D + 8 * pc;
         __half *dst = (kv ? vs : ks) + r * PK_KP + 8 * pc;
         if (EF) cp_async16_hint((unsigned)__cvta_generic_to_shared(dst), src, pol);
@@ -2730,30 +2718,51 @@ __device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uin
 /* Both items, while their K/V copies fly: V's pad rows [n, n16) zeroed (P is 0 there, and
  * 0 x a stale NaN would not be), and the heads' q (f32, rotated, from A) staged scaled as
  * f16, heads past nhb zero: one float4 a thread, one round trip. */
-__device__ __forceinline__ void pk_item_q_pad(const PArgs &a, const PSmem &s, int h0, int nhb, int n, int n16) {
-    __half *vs = pk_vs(s), *qs = vs + PK_DSUB * PK_KP;
+/* An item's q (f16, times its head's 1 / rms, which pk_rope left out, and the softmax
+ * scale) and V's zero padding; where the item holds the step's own position (row kr of its
+ * staging, kr < n), also that k row, normalized likewise: staged, and written to the cache
+ * for the later steps (the same value from every item that holds it). The other threads
+ * than q's load it, so that all of it is one round trip. */
+static_assert(PK_THREADS >= PK_DHB * PK_D / 4 + PK_D / 4, "q and the step's k row on different threads");
+__device__ __forceinline__ void pk_item_q_pad(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int h0, int nhb, int n, int n16, int kr, int pos) {
+    __half *ks = pk_ks(s), *vs = pk_vs(s), *qs = vs + PK_DSUB * PK_KP;
     for (int i = threadIdx.x; i < (n16 - n) * PK_D; i += blockDim.x) vs[(n + i / PK_D) * PK_KP + i % PK_D] = __float2half(0.f);
-    for (int i = threadIdx.x; i < PK_DHB * PK_D / 4; i += blockDim.x) {
-        const int j = i / (PK_D / 4), d = 4 * (i % (PK_D / 4));
-        const float4 v = j < nhb ? __ldcg((const float4 *)(a.qkv + (size_t)(h0 + j) * PK_D + d)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    const int t = threadIdx.x - PK_DHB * PK_D / 4;
+    if (t < 0) {
+        const int j = threadIdx.x / (PK_D / 4), d = 4 * (threadIdx.x % (PK_D / 4));
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        float sc = 0.f;
+        if (j < nhb) {
+            v = __ldcg((const float4 *)(a.qkv + (size_t)(h0 + j) * PK_D + d));
+            sc = pk_head_rs(a, h0 + j) * a.scale;
+        }
         __half2 *q2 = (__half2 *)(qs + j * PK_KP + d);
-        q2[0] = __floats2half2_rn(v.x * a.scale, v.y * a.scale);
-        q2[1] = __floats2half2_rn(v.z * a.scale, v.w * a.scale);
+        q2[0] = __floats2half2_rn(v.x * sc, v.y * sc);
+        q2[1] = __floats2half2_rn(v.z * sc, v.w * sc);
+    } else if (t < PK_D / 4 && kr < n) {
+        const float4 v = __ldcg((const float4 *)(a.qkv + (size_t)(a.nh + kvh) * PK_D + 4 * t));
+        const float sc = pk_head_rs(a, a.nh + kvh);
+        const __half2 k01 = __floats2half2_rn(v.x * sc, v.y * sc), k23 = __floats2half2_rn(v.z * sc, v.w * sc);
+        __half2 *kd = (__half2 *)(ks + kr * PK_KP + 4 * t), *cd = (__half2 *)(L.kc + (size_t)pos * a.kvdim + kvh * PK_D + 4 * t);
+        kd[0] = k01;
+        kd[1] = k23;
+        cd[0] = k01;
+        cd[1] = k23;
     }
 }
 /* AM_CHUNKED's item: query heads h0 .. h0 + nhb - 1 against positions [t0, t1) of KV head
  * kvh, whose rows [t0, pre) were issued already (the barrier window); writes each head's
  * partial (acc[D], max, sum) as attn_part does, for C to merge. */
-__device__ void pk_attn_item(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int h0, int nhb, int t0, int t1, int pre, float *pp,
+__device__ void pk_attn_item(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int h0, int nhb, int t0, int t1, int pre, int pos, float *pp,
                              size_t pstride) {
     const int n = t1 - t0, n16 = (n + 15) & ~15, warp = threadIdx.x / WARP, lane = threadIdx.x % WARP, g = lane / 4, tq = lane % 4;
     __half *ks = pk_ks(s), *vs = pk_vs(s), *qs = vs + PK_DSUB * PK_KP;
     float *S = (float *)(qs + PK_DHB * PK_KP);
     __half *P = (__half *)(S + PK_DHB * PK_DSUB);
     float *mx = (float *)(P + PK_DHB * PK_PP), *sum = mx + PK_DHB;
-    pk_item_issue<true>(a, L, s, kvh, t0, pre - t0, n);
+    pk_item_issue<true>(a, L, s, kvh, t0, pre - t0, n, pos);
     cp_async_commit();
-    pk_item_q_pad(a, s, h0, nhb, n, n16);
+    pk_item_q_pad(a, L, s, kvh, h0, nhb, n, n16, pos - t0, pos);
     cp_async_wait_all();
     __syncthreads();
     /* S^T tile (16 positions x 8 heads) a warp: A = K rows, B = q (n = head, k = d) */
@@ -2840,9 +2849,9 @@ __device__ void pk_attn_one(const PArgs &a, const PLayer &L, const PSmem &s, int
     __half *ks = pk_ks(s), *vs = pk_vs(s), *qs = vs + PK_DSUB * PK_KP;
     float *mw = (float *)(qs + PK_DHB * PK_KP), *lw = mw + PK_WARPS * PK_DHB;   /* [warp][head] */
     float *O = (float *)ks;                                                     /* [warp][head][PK_OP] */
-    pk_item_issue<false>(a, L, s, kvh, 0, pre, n);
+    pk_item_issue<false>(a, L, s, kvh, 0, pre, n, n - 1);
     cp_async_commit();
-    pk_item_q_pad(a, s, h0, nhb, n, 16 * nw);
+    pk_item_q_pad(a, L, s, kvh, h0, nhb, n, 16 * nw, n - 1, n - 1);
     pk_mark(a, l, 12, gridDim.x - 1);   /* the block of item 0 (pk_ib) */
     cp_async_wait_all();
     __syncthreads();
@@ -2969,7 +2978,7 @@ template <int AM> __device__ void pk_attn(const PArgs &a, const PLayer &L, const
         pk_kv_wait(a, kvh, l);
         if constexpr (AM == AM_ONE) pk_attn_one(a, L, s, l, kvh, h0, nhb, t1, max(pre, t0));
         else
-            pk_attn_item(a, L, s, kvh, h0, nhb, t0, t1, max(pre, t0), a.part + ((size_t)h0 * a.nch + it % nchv) * (PK_D + 2),
+            pk_attn_item(a, L, s, kvh, h0, nhb, t0, t1, max(pre, t0), pos, a.part + ((size_t)h0 * a.nch + it % nchv) * (PK_D + 2),
                          (size_t)a.nch * (PK_D + 2));
     }
 }
@@ -2983,7 +2992,7 @@ template <int AM> __device__ void pk_pf_attn(const PArgs &a, const PLayer &L, co
     if (pk_ib() < pk_dgroups(a) * nchv) {
         int kvh, h0, nhb, t0, t1;
         pk_item_of(a, pk_ib(), nchv, ch, pos, kvh, h0, nhb, t0, t1);
-        pk_item_issue<AM == AM_CHUNKED>(a, L, s, kvh, t0, 0, min(t1, pos) - t0);
+        pk_item_issue<AM == AM_CHUNKED>(a, L, s, kvh, t0, 0, min(t1, pos) - t0, pos);
         cp_async_commit();
     }
 }
@@ -3030,8 +3039,6 @@ template <int FAM> __device__ void pk_pre_o(const PArgs &a, const PLayer &L, con
 }
 template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
     const int lane = threadIdx.x % WARP, no = (a.E + 1) / 2, nr = a.ne * pk_rpieces(a.E, a.qdim);
-    if (blockIdx.x == gridDim.x - 1)   /* A's sum-of-squares slots, read by now (every block is past A), for the next layer */
-        for (int i = threadIdx.x; i < pk_halves(a); i += blockDim.x) a.ssx[i] = 0ull;
     /* the residual of the warp's first rows, asked for first: its round trip overlaps the
      * staging and the multiply instead of following them */
     float x0 = 0.f, x1 = 0.f;
@@ -3869,7 +3876,7 @@ struct GpuModel {
     size_t pk_smem_bytes;
     PLayer *d_pl;
     unsigned *pk_bar, *pk_qcnt;
-    unsigned long long *pk_ssx;
+    float *pk_ssx;
     float *pk_ssq;   /* [PK_SSMAX]: PArgs.ssq */
     int pk_ssq_ok;   /* A and F normalize with norm_xl / norm_xq: E % 128 == 0, the grid fits PK_SSMAX, aligned norm weights */
     float *rpart, *h2;       /* k_persist: the router's pieces (rpart[piece][expert]); D's x + W_o a */
@@ -4033,7 +4040,6 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     CK(cudaMalloc(&g->d_pl, sizeof(PLayer) * c.n_layer));
     CK(cudaMemcpy(g->d_pl, pl.data(), sizeof(PLayer) * c.n_layer, cudaMemcpyHostToDevice));
     if (pk_fold_setup(g, err, errlen)) return 1;
-    CK(cudaMemset(g->pk_ssx, 0, sizeof(unsigned long long) * 2 * (c.n_head + c.n_head_kv)));
     /* norm_xq's conditions: whole warps of 8-lane groups, a partial per block in F's staging,
      * and norm_stage_w's cp.async path (each thread then reads only its own copies) */
     g->pk_ssq_ok = c.n_embd % 128 == 0 && g->pk_grid <= PK_SSMAX;
@@ -4138,7 +4144,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->logits = b.take<float>(V);
     g->part = b.take<float>((size_t)nh * std::max(g->nch, 64) * (D + 2));   /* k_persist: up to 64 chunks at any depth */
     g->pk_bar = b.take<unsigned>(1 + (size_t)c.n_head_kv);
-    g->pk_ssx = b.take<unsigned long long>(2 * ((size_t)nh + c.n_head_kv));
+    g->pk_ssx = b.take<float>(2 * ((size_t)nh + c.n_head_kv));
     g->pk_ssq = b.take<float>(PK_SSMAX);
     g->pk_qcnt = b.take<unsigned>((size_t)K * g->Fpad / 32);
     g->rpart = b.take<float>((size_t)NE * pk_rpieces(E, g->qdim));
