@@ -700,6 +700,20 @@ __device__ __forceinline__ void row_issue16(const uint8_t *gp, size_t n, uint8_t
         for (int k = threadIdx.x % WARP; k < nv; k += WARP) cp_async16(dst + 16 * k, base + 16 * k);
     }
 }
+/* Bulk copies (the TMA unit, sm_90) that complete on an mbarrier in shared memory: one
+ * instruction a row, where cp.async takes one a lane per 16 bytes and stalls its warp at
+ * issue once the SM's outstanding copies are full (bench/NOTES.md P106). */
+__device__ __forceinline__ void mb_init(uint32_t mb) { asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(mb) : "memory"); }
+__device__ __forceinline__ void mb_expect(uint32_t mb, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mb), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mb_wait(uint32_t mb, uint32_t parity) {
+    asm volatile("{\n .reg .pred p;\n W%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra W%=;\n}" ::"r"(mb), "r"(parity) : "memory");
+}
+__device__ __forceinline__ void bulk_g2s(uint32_t dst, const void *src, uint32_t n, uint32_t mb, uint64_t pol) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(dst), "l"(src), "r"(n), "r"(mb), "l"(pol)
+                 : "memory");
+}
 template <int R>
 __device__ __forceinline__ void rows_issue(const uint8_t *w0, const uint8_t *w1, int split, size_t rb, int nv0, int nv1, size_t cb0, size_t cb1,
                                            uint8_t *buf, int cap) {
@@ -1903,6 +1917,7 @@ struct PSmem {
     float *xsf, *lg, *selw;
     float *xr;       /* x as A read it (f32), for the folded router in D; then h2 for F's norm */
     float *ssp;      /* [PK_SSMAX]: D's partial sums of squares of h2, for F's norm */
+    uint64_t *mb;    /* [PK_WARPS]: the warps' mbarriers (A's first rows, bulk copies: pk_pre_qkv) */
     int *sel;
     float *res;      /* [PK_WARPS][PK_MAXK]: a warp's row totals (rows_qp) */
     uint8_t *wb;
@@ -1910,7 +1925,7 @@ struct PSmem {
 static size_t pk_smem(int E, int qdim, int ne, int K, int Fpad) {
     const size_t xp = xq_pad(std::max(E, qdim));
     return xs_bytes(xp) + xp / 4 + 8 * (size_t)E + xs_bytes((size_t)K * Fpad) + (size_t)K * Fpad / 4 + 4 * (size_t)((ne + 3) / 4 * 4) + 8 * PK_MAXK +
-           4 * PK_WARPS * PK_MAXK + 4 * PK_SSMAX + 64 + (size_t)PK_WARPS * PK_WB;
+           4 * PK_WARPS * PK_MAXK + 4 * PK_SSMAX + 8 + 8 * PK_WARPS + 64 + (size_t)PK_WARPS * PK_WB;
 }
 
 /* Wide dot products: 8 lanes per 256-weight superblock and 32 weights a lane (16-byte
@@ -2598,29 +2613,52 @@ __device__ __forceinline__ void pk_v_warps(const PArgs &a, int gw, int &vw, int 
         nvw = (int)gridDim.x * PK_WARPS;
     }
 }
-/* before A (before the barrier wait): the norm weights, then the first head half's or v group's rows */
+/* before A (before the barrier wait): the norm weights, then the first head half's or v
+ * group's rows, 4.6-6.7 KB a warp and 6 MB in all, as 4 bulk copies by lane 0 that
+ * complete on the warp's mbarrier (A waits on phase l & 1: every warp arrives once a layer,
+ * with 0 bytes where it has no rows). With cp.async the window stalled in the copies' issue
+ * (74 KB a head block) and the barrier's poll started late: the G -> A pass 2.07 -> 1.48 us,
+ * tg128 +0.7% on the H100 (bench/NOTES.md P106). */
 template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
     norm_stage_w(L.attn_norm, a.E, s.xsf);
     cp_async_commit();
-    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    if (threadIdx.x % WARP) return;
     int vw, nvw;
     pk_v_warps(a, gw, vw, nvw);
+    PkPairRows wp{nullptr, 0, 0};
+    int t = -1;
     if ((int)blockIdx.x < pk_halves(a)) {
         int seg;
-        const PkPairRows wp = pk_head_rows(a, L, blockIdx.x, seg);
-        pk_issue<FAM, 4>(L.t[seg], wp, 0xFu, L.rb[seg], buf);
+        wp = pk_head_rows(a, L, blockIdx.x, seg);
+        t = L.t[seg];
     } else if (vw >= 0 && vw < a.kvdim / 4) {
-        pk_issue<FAM, 4>(L.t[PW_V], pk_v_rows(L, vw), 0xFu, L.rb[PW_V], buf);
-    } else {
-        cp_async_commit();
+        wp = pk_v_rows(L, vw);
+        t = L.t[PW_V];
     }
+    const size_t nb = t >= 0 ? pk_chunk0<FAM, 4>(t, wp.rb) : 0;   /* the first chunk, as pk_issue's (rows_qp's layout: from the row's 16-byte line on) */
+    uint32_t sz[4], tot = 0;
+    for (int r = 0; r < 4; r++) {
+        sz[r] = nb ? (uint32_t)(((uintptr_t)wp[r] & 15) + nb + 15) / 16 * 16 : 0u;
+        tot += sz[r];
+    }
+    const uint32_t mb = (uint32_t)__cvta_generic_to_shared(s.mb + threadIdx.x / WARP);
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   /* the buffer's generic reads (G's) before the copies' writes */
+    mb_expect(mb, tot);
+    const uint64_t pol = l2_evict_first();
+    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    for (int r = 0; r < 4; r++)
+        if (sz[r]) bulk_g2s((uint32_t)__cvta_generic_to_shared(buf + r * PK_CAP(4)), (const void *)((uintptr_t)wp[r] & ~(uintptr_t)15), sz[r], mb, pol);
+}
+/* A's wait for the rows pk_pre_qkv asked for (layer l's window) */
+__device__ __forceinline__ void pk_qkv_landed(const PSmem &s, int l) {
+    mb_wait((uint32_t)__cvta_generic_to_shared(s.mb + threadIdx.x / WARP), (uint32_t)l & 1u);
 }
 template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos, int gw, int NW) {
     if (a.ssq) {
-        cp_async_wait_but_one();   /* the thread's own copies of the norm's weights (its rows' may fly) */
+        cp_async_wait_all();   /* the thread's own copies of the norm's weights (the rows are bulk copies: pk_qkv_landed) */
         norm_xl(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, s.xr);
     } else {
-        norm_x(a.x, a.E, a.eps, s.xsf, s.xs, (float *)s.xds, true, true, s.xr);
+        norm_x(a.x, a.E, a.eps, s.xsf, s.xs, (float *)s.xds, false, true, s.xr);
     }
     pk_mark(a, l, 6);
     const int lane = threadIdx.x % WARP, nu = pk_halves(a);
@@ -2633,6 +2671,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
          * (the same speed on the H100, bench/NOTES.md P97) */
         const uint8_t *wp[4] = {wt[0], wt[1], wt[2], wt[3]};
         const bool first = u == (int)blockIdx.x;
+        if (first) pk_qkv_landed(s, l);
         pk_rows<FAM, 4, PK_W>(L.t[seg], wp, 0xFu, L.rb[seg], a.E, s.xs, s.xds, 0, res, buf, first, first ? pk_stamp(a, l, 10) : nullptr);
         if (first) pk_mark(a, l, 7);
         __syncthreads();
@@ -2642,6 +2681,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
     int vw, nvw;
     pk_v_warps(a, gw, vw, nvw);
     for (int vg = vw; vg >= 0 && vg < a.kvdim / 4; vg += nvw) {
+        if (vg == vw && (int)blockIdx.x >= nu) pk_qkv_landed(s, l);
         pk_rows<FAM, 4, PK_W>(L.t[PW_V], pk_v_rows(L, vg), 0xFu, L.rb[PW_V], a.E, s.xs, s.xds, 0, res, buf, vg == vw && (int)blockIdx.x >= nu);
         if (lane < 4) L.vc[(size_t)pos * a.kvdim + 4 * vg + lane] = __float2half(res[lane]);
         pk_kv_done(a, 4 * vg / PK_D);
@@ -3392,6 +3432,7 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         s.selw = (float *)p; p += 4 * PK_MAXK;
         s.res = (float *)p; p += 4 * PK_WARPS * PK_MAXK;
         s.ssp = (float *)p; p += 4 * PK_SSMAX;
+        s.mb = (uint64_t *)(p + (-(uintptr_t)p & 7)); p += 8 + 8 * PK_WARPS;
         s.wb = p + (-(uintptr_t)p & 63);   /* aligned by an offset, not through an integer cast: the rows staged here stay known as shared memory, so their loads compile to LDS instead of generic loads */
     }
     /* a phase's groups go round the blocks first, so that every SM gets a share */
@@ -3416,6 +3457,9 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x + nb + 1] = gtimer(); \
         nb++;                                   \
     } while (0)
+    if (threadIdx.x % WARP == 0) mb_init((uint32_t)__cvta_generic_to_shared(s.mb + threadIdx.x / WARP));   /* pk_pre_qkv's */
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    __syncthreads();
     pk_pre_qkv<FAM>(a, a.L[0], s, gw);
     for (int l = 0; l < a.nl; l++) {
         const PLayer &L = a.L[l];
