@@ -2428,9 +2428,9 @@ __device__ __forceinline__ void pk_mark(const PArgs &a, int l, int i, unsigned b
     if (unsigned long long *p = pk_stamp(a, l, i, blk); p && threadIdx.x == 0) *p = gtimer();
 }
 /* Split grid barrier: arrive, do something useful (prefetch), wait. The counter is zeroed
- * before each launch; barrier n completes when it reaches n * gridDim.x. */
-/* ssq: where this block's partial sum of squares goes, its warps' in ssw[w * PK_MAXK]
- * (their first row total slots, free by then) */
+ * before each launch; barrier n completes when it reaches n * gridDim.x. ssq: where the
+ * block's partial sum of squares goes (norm_xq's), its warps' in ssw[w * PK_MAXK] (their
+ * first row total slots, free by then). */
 __device__ __forceinline__ void pk_arrive(unsigned *bar, unsigned long long *prof, float *ssq = nullptr, const float *ssw = nullptr) {
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -2756,13 +2756,12 @@ __device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uin
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 /* Both items, while their K/V copies fly: V's pad rows [n, n16) zeroed (P is 0 there, and
- * 0 x a stale NaN would not be), and the heads' q (f32, rotated, from A) staged scaled as
- * f16, heads past nhb zero: one float4 a thread, one round trip. */
-/* An item's q (f16, times its head's 1 / rms, which pk_rope left out, and the softmax
- * scale) and V's zero padding; where the item holds the step's own position (row kr of its
- * staging, kr < n), also that k row, normalized likewise: staged, and written to the cache
- * for the later steps (the same value from every item that holds it). The other threads
- * than q's load it, so that all of it is one round trip. */
+ * 0 x a stale NaN would not be), and the heads' q (f32, rotated, from A) staged as f16
+ * times its head's 1 / rms (which pk_rope left out) and the softmax scale, heads past nhb
+ * zero. Where the item holds the step's own position (row kr of its staging, kr < n), also
+ * that k row, normalized likewise: staged, and written to the cache for the later steps
+ * (the same value from every item that holds it). One float4 a thread, q's and k's on
+ * different threads: one round trip. */
 static_assert(PK_THREADS >= PK_DHB * PK_D / 4 + PK_D / 4, "q and the step's k row on different threads");
 __device__ __forceinline__ void pk_item_q_pad(const PArgs &a, const PLayer &L, const PSmem &s, int kvh, int h0, int nhb, int n, int n16, int kr, int pos) {
     __half *ks = pk_ks(s), *vs = pk_vs(s), *qs = vs + PK_DSUB * PK_KP;
