@@ -879,30 +879,25 @@ __device__ __forceinline__ void norm_stage_w(const float *w, int E, float *xsf) 
 /* Step 2, after the wait: xsf = x / rms(x) * w (f32, the same value in every block: same
  * order of operations), and when xs is given its int8 copy with one scale per 32 (as
  * k_rmsnorm + k_quant would give). rows_pending: one more group of copies (weight rows)
- * was committed after step 1's and need not land yet. xr: x as read, copied there.
- * xshared: x is in this block's shared memory, landed with step 1's copies (the caller
- * waited for both: any copies since are weight rows in flight). Returns 1 / rms(x); ends
- * with the block synchronized. */
+ * was committed after step 1's and need not land yet. Returns 1 / rms(x); ends with the
+ * block synchronized. (The persistent kernel's A and F take norm_xl / norm_xq, below.) */
 __device__ __forceinline__ float norm_x(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending = false,
-                                       bool pk = false, float *xr = nullptr, bool xshared = false) {
+                                       bool pk = false) {
     __shared__ float red[32];
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = blockDim.x / WARP;
-    if (!xshared) {
-        if (rows_pending) cp_async_wait_but_one();
-        else cp_async_wait_all();
-    }
+    if (rows_pending) cp_async_wait_but_one();
+    else cp_async_wait_all();
     __syncthreads();
     float ss = 0.f;
     if ((E & 3) == 0) {
         for (int i = threadIdx.x; i < E / 4; i += blockDim.x) {
-            const float4 v = xshared ? ((const float4 *)x)[i] : __ldcg((const float4 *)x + i);   /* past L1: in the persistent kernel other SMs wrote x */
-            if (xr) ((float4 *)xr)[i] = v;
+            const float4 v = __ldcg((const float4 *)x + i);   /* past L1: in the persistent kernel other SMs wrote x */
             ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
             float4 *o = (float4 *)xsf + i;
             *o = make_float4(o->x * v.x, o->y * v.y, o->z * v.z, o->w * v.w);
         }
     } else {
-        for (int i = threadIdx.x; i < E; i += blockDim.x) { const float v = xshared ? x[i] : __ldcg(x + i); if (xr) xr[i] = v; ss += v * v; xsf[i] *= v; }
+        for (int i = threadIdx.x; i < E; i += blockDim.x) { const float v = __ldcg(x + i); ss += v * v; xsf[i] *= v; }
     }
     ss = warp_sum(ss);
     if (lane == 0) red[warp] = ss;
@@ -1844,7 +1839,7 @@ static DownKernel down2_kernel(int tt) {
 #define PK_D 128                  /* head_dim served */
 #define PK_WB 9728                /* staging bytes per warp (8 rows of 1,216: a 2048-wide Q4_K row each) */
 #define PK_MAXK 8
-#define PK_SSMAX 256              /* blocks whose partial sums of squares F stages (pk_ssq_ok) */
+#define PK_SSMAX 256              /* blocks whose partial sums of squares F stages (the grid's limit: persist_setup) */
 #define PK_CAP(R) (PK_WB / (R) / 16 * 16)   /* staging bytes per row for R rows a warp (16-byte aligned rows) */
 /* The weight types it serves, by family: each family (the types of one of llama.cpp's mixes,
  * all with a wide dot, QW) gets its own instantiation, so no instance carries code for types
@@ -1897,7 +1892,7 @@ struct PArgs {
     unsigned *bar, *qcnt;
     unsigned *kvc;   /* A -> B: per KV head, its q and k halves and v groups done (pk_kv_done), counted over the step's layers */
     float *ssx;   /* A: [head][half] the halves' sums of squares (pk_rope), q heads then k heads */
-    float *ssq;   /* per block, the sum of squares of the h2 rows it wrote in D (F's norm); null: norm_x in A and F instead (pk_ssq_ok) */
+    float *ssq;   /* per block, the sum of squares of the h2 rows it wrote in D (F's norm) */
     const int *pos_dev;
     int *rec;
     float *recp;
@@ -2654,12 +2649,8 @@ __device__ __forceinline__ void pk_qkv_landed(const PSmem &s, int l) {
     mb_wait((uint32_t)__cvta_generic_to_shared(s.mb + threadIdx.x / WARP), (uint32_t)l & 1u);
 }
 template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos, int gw, int NW) {
-    if (a.ssq) {
-        cp_async_wait_all();   /* the thread's own copies of the norm's weights (the rows are bulk copies: pk_qkv_landed) */
-        norm_xl(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, s.xr);
-    } else {
-        norm_x(a.x, a.E, a.eps, s.xsf, s.xs, (float *)s.xds, false, true, s.xr);
-    }
+    cp_async_wait_all();   /* the thread's own copies of the norm's weights (the rows are bulk copies: pk_qkv_landed) */
+    norm_xl(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, s.xr);
     pk_mark(a, l, 6);
     const int lane = threadIdx.x % WARP, nu = pk_halves(a);
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
@@ -3235,8 +3226,7 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
     /* and h2 (into s.xr: A's copy of x was D's last need of it), so that the norm after
      * the rows' issue reads shared memory, not L2 behind the rows' queue */
     for (int i = threadIdx.x; i < a.E / 4; i += blockDim.x) cp_async16(s.xr + 4 * i, a.h2 + 4 * i);
-    if (a.ssq)   /* and D's partial sums of squares of h2 */
-        for (int i = threadIdx.x; i < (int)gridDim.x; i += blockDim.x) cp_async4(s.ssp + i, a.ssq + i);
+    for (int i = threadIdx.x; i < (int)gridDim.x; i += blockDim.x) cp_async4(s.ssp + i, a.ssq + i);   /* and D's partial sums of squares of h2 */
     cp_async_commit();
     /* the layer's gate/up geometry, read before the top-k so that its round trip is not
      * between the top-k and the first copies (a load cannot move past the barriers) */
@@ -3261,8 +3251,7 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
         pre = pk_issue_pipe<FAM, 8, PK_FPIPE>(tg, PkFRows{wg + ((size_t)e * F + o0) * rbg, wu + ((size_t)e * F + o0) * rbu, rbg, rbu}, m | (m << 4), rbg,
                                             a.E, buf, pk_stamp(a, l, 8));
     }
-    const float rs = a.ssq ? norm_xq(s.xr, s.ssp, gridDim.x, a.E, a.eps, s.xsf, s.xs, s.xds)
-                           : norm_x(s.xr, a.E, a.eps, s.xsf, s.xs, (float *)s.xds, false, true, nullptr, true);
+    const float rs = norm_xq(s.xr, s.ssp, gridDim.x, a.E, a.eps, s.xsf, s.xs, s.xds);
     pk_mark(a, l, 2);
     pk_topk_w(a, s, rs, top);
     for (int g = gw; g < a.K * ngo; g += NW) {
@@ -3921,7 +3910,6 @@ struct GpuModel {
     unsigned *pk_bar, *pk_qcnt;
     float *pk_ssx;
     float *pk_ssq;   /* [PK_SSMAX]: PArgs.ssq */
-    int pk_ssq_ok;   /* A and F normalize with norm_xl / norm_xq: E % 128 == 0, the grid fits PK_SSMAX, aligned norm weights */
     float *rpart, *h2;       /* k_persist: the router's pieces (rpart[piece][expert]); D's x + W_o a */
     __half *pk_wx;           /* the router folded into D (pk_fold_setup): [layer][ne][E] f16 */
     __half *pk_mr;           /* [layer][ne][qdim] f16 */
@@ -4034,6 +4022,8 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
         if (all) g->pk_fam = f;
     }
     if (!why && g->pk_fam < 0) why = "weight types outside its families (Q4_K + Q6_K, Q8_0, Q4_0 + Q6_K)";
+    for (int l = 0; l < c.n_layer && !why; l++)   /* norm_xl / norm_xq: norm_stage_w's cp.async path, each thread reading only its own copies */
+        if (((uintptr_t)g->L[l].attn_norm | (uintptr_t)g->L[l].ffn_norm) & 15) why = "norm weights not 16-byte aligned";
     for (int l = 0; l < c.n_layer && !why; l++) {
         const DLayer &L = g->L[l];
         if (L.gate.type != L.up.type || L.gate.rb != L.up.rb) why = "gate and up of different types";
@@ -4048,12 +4038,14 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
             if (occ < 1) why = "the kernel does not fit an SM";
         }
         g->pk_grid = nsm;   /* one block an SM: co-resident (the cooperative launch checks it) */
+        if (nsm > PK_SSMAX) why = "more SMs than F's norm stages partials for (PK_SSMAX)";
         /* fewer blocks, for tests: a phase's units then loop over the grid (A's head halves,
          * v groups on the blocks that also hold a head) */
         if (const char *ge = getenv("QWEN3MOE_PERSIST_GRID")) {
             char *end = nullptr;
             const long v = strtol(ge, &end, 10);
-            /* at least 2: a head's two halves in A must be on different blocks (each waits on the other's sum of squares) */
+            /* at least 2: a head's two halves once waited on each other in A (no longer since
+             * P105, but a grid of 1 has not been run since) */
             if (end == ge || *end || v < 2 || v > nsm) why = "QWEN3MOE_PERSIST_GRID is not a block count from 2 to the SM count";
             else g->pk_grid = (int)v;
         }
@@ -4083,11 +4075,6 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     CK(cudaMalloc(&g->d_pl, sizeof(PLayer) * c.n_layer));
     CK(cudaMemcpy(g->d_pl, pl.data(), sizeof(PLayer) * c.n_layer, cudaMemcpyHostToDevice));
     if (pk_fold_setup(g, err, errlen)) return 1;
-    /* norm_xq's conditions: whole warps of 8-lane groups, a partial per block in F's staging,
-     * and norm_stage_w's cp.async path (each thread then reads only its own copies) */
-    g->pk_ssq_ok = c.n_embd % 128 == 0 && g->pk_grid <= PK_SSMAX;
-    for (int l = 0; l < c.n_layer; l++)
-        if (((uintptr_t)g->L[l].attn_norm | (uintptr_t)g->L[l].ffn_norm) & 15) g->pk_ssq_ok = 0;
     CK(cudaMemset(g->pk_qcnt, 0, sizeof(unsigned) * c.n_expert_used * (g->Fpad / 32)));
     if (getenv("QWEN3MOE_PERSIST_PROF") && PK_PHASES * c.n_layer + 1 < PK_PROF_MAXB - 1 && PK_MARKS * c.n_layer <= PK_PROF_MAXB) {   /* barrier rows, then the head's end row */
         const size_t n = (size_t)PK_PROF_MAXB * (g->pk_grid + 2);
@@ -4113,7 +4100,7 @@ static int launch_persist(GpuModel *g, int am, char *err, size_t errlen) {
     a.h2 = g->h2; a.rwx = g->pk_wx; a.rmr = g->pk_mr;
     a.aq = g->xq; a.ad = g->xd; a.hq = g->hq; a.hd = g->hd;
     a.bar = g->pk_bar; a.kvc = g->pk_bar + 1; a.ssx = g->pk_ssx; a.qcnt = g->pk_qcnt;
-    a.ssq = g->pk_ssq_ok ? g->pk_ssq : nullptr;
+    a.ssq = g->pk_ssq;
     a.pos_dev = g->d_io + 1;
     a.rec = g->rec; a.recp = g->recp; a.force = g->d_force; a.force_on = g->d_force_on;
     a.prof = g->pk_prof;
