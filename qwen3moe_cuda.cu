@@ -684,13 +684,17 @@ static inline int stage_cap(size_t rb) { return (int)std::min((size_t)STAGE_CAP_
  * rows r < split come from w0 + r*rb, the others from w1 + (r-split)*rb; nv0/nv1 = valid
  * rows of each part. The copies carry no registers, so a kernel can issue them for
  * weights (never written) before its grid dependency wait and let them land meanwhile. */
+/* bytes [gp, gp + n) as whole 16-byte lines from gp's: how a row is staged (staged_row reads
+ * it back at the start's offset within its line) */
+__device__ __forceinline__ const uint8_t *line16(const uint8_t *gp) { return (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15); }
+__device__ __forceinline__ int lines16(const uint8_t *gp, size_t n) { return ((int)((uintptr_t)gp & 15) + (int)n + 15) / 16; }
 /* n bytes from gp (ok: else nothing) into dst, from the 16-byte boundary below gp, by the
  * warp. EVICT_FIRST (the persistent kernel's weight rows, see rows_issue_p): the loop kept
  * rolled for code size, and the lines marked to leave L2 first. */
 template <bool EVICT_FIRST = false>
 __device__ __forceinline__ void row_issue16(const uint8_t *gp, size_t n, uint8_t *dst, bool ok) {
-    const uint8_t *base = (const uint8_t *)((uintptr_t)gp & ~(uintptr_t)15);
-    const int nv = ok ? ((int)(gp - base) + (int)n + 15) / 16 : 0;
+    const uint8_t *base = line16(gp);
+    const int nv = ok ? lines16(gp, n) : 0;
     if (EVICT_FIRST) {
         const uint64_t pol = l2_evict_first();
         const unsigned sa = (unsigned)__cvta_generic_to_shared(dst);
@@ -879,11 +883,24 @@ __device__ __forceinline__ void norm_stage_w(const float *w, int E, float *xsf) 
 /* Step 2, after the wait: xsf = x / rms(x) * w (f32, the same value in every block: same
  * order of operations), and when xs is given its int8 copy with one scale per 32 (as
  * k_rmsnorm + k_quant would give). rows_pending: one more group of copies (weight rows)
- * was committed after step 1's and need not land yet. Returns 1 / rms(x); ends with the
- * block synchronized. (The persistent kernel's A and F take norm_xl / norm_xq, below.) */
-__device__ __forceinline__ float norm_x(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending = false,
-                                       bool pk = false) {
+ * was committed after step 1's and need not land yet. Ends with the block synchronized.
+ * (The persistent kernel's A and F take norm_xl / norm_xq, below.) */
+/* v summed over the block, the same value in every thread: the warps' sums through shared
+ * memory, one barrier (the caller synchronizes again before the next call) */
+__device__ __forceinline__ float block_sum(float v) {
     __shared__ float red[32];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = blockDim.x / WARP;
+    v = warp_sum(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float t = 0.f;
+#pragma unroll
+    for (int j = 0; j < 32; j++)   /* unrolled: the loads in flight together (the adds in order, as before) */
+        if (j < nw) t += red[j];
+    return t;
+}
+__device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending = false,
+                                      bool pk = false) {
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = blockDim.x / WARP;
     if (rows_pending) cp_async_wait_but_one();
     else cp_async_wait_all();
@@ -899,17 +916,10 @@ __device__ __forceinline__ float norm_x(const float *x, int E, float eps, float 
     } else {
         for (int i = threadIdx.x; i < E; i += blockDim.x) { const float v = __ldcg(x + i); ss += v * v; xsf[i] *= v; }
     }
-    ss = warp_sum(ss);
-    if (lane == 0) red[warp] = ss;
-    __syncthreads();
-    float t = 0.f;
-#pragma unroll
-    for (int j = 0; j < 32; j++)   /* unrolled: the loads in flight together (the adds in order, as before) */
-        if (j < nw) t += red[j];
-    const float sc = 1.0f / sqrtf(t / E + eps);
+    const float sc = 1.0f / sqrtf(block_sum(ss) / E + eps);
     for (int i = threadIdx.x; i < E; i += blockDim.x) xsf[i] *= sc;
     __syncthreads();
-    if (!xs) return sc;
+    if (!xs) return;
     if (E % 128 == 0) {   /* 8 lanes a group of 32 (a float4 each): a 3-step max instead of warp_quant's 5, the same values */
         for (int i = threadIdx.x; i < E / 4; i += blockDim.x) {   /* whole warps: E / 4 is a multiple of 32 */
             const float4 v = ((const float4 *)xsf)[i];
@@ -936,7 +946,6 @@ __device__ __forceinline__ float norm_x(const float *x, int E, float eps, float 
         }
     }
     __syncthreads();
-    return sc;
 }
 
 /* The persistent kernel's RMSNorm into int8 (norm_x's values but for rounding, in fewer
@@ -978,16 +987,7 @@ __device__ __forceinline__ void xq_finish(int E, float sc, float2 *xds) {
 /* A's: the sum of squares over the block's own copy of x (one reduction barrier); x is read
  * from L2 (ldcg: other SMs wrote it) and copied to xr. Returns 1 / rms. */
 __device__ __forceinline__ float norm_xl(const float *x, int E, float eps, const float *xsf, int8_t *xs, float2 *xds, float *xr) {
-    __shared__ float red[32];
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = blockDim.x / WARP;
-    const float ss = warp_sum(xq_start(x, false, E, xsf, xs, xds, xr));
-    if (lane == 0) red[warp] = ss;
-    __syncthreads();
-    float t = 0.f;
-#pragma unroll
-    for (int j = 0; j < 32; j++)
-        if (j < nw) t += red[j];
-    const float sc = 1.0f / sqrtf(t / E + eps);
+    const float sc = 1.0f / sqrtf(block_sum(xq_start(x, false, E, xsf, xs, xds, xr)) / E + eps);
     xq_finish(E, sc, xds);
     return sc;
 }
@@ -2560,10 +2560,10 @@ __device__ __forceinline__ void pk_router_item(const PArgs &a, const PSmem &s, i
     __syncwarp();   /* buf is the next item's */
 }
 
-/* The head's norm as a call (code size: see PK_FAM0). A and F inline norm_x: a call's saves
- * and restores of registers go through local memory, and after a barrier's acquire has
- * invalidated L1 the restores cost an L2 trip on the phase's critical path (tg128 +1.5% for
- * each of A and F, bench/NOTES.md P100). */
+/* The head's norm as a call (code size: see PK_FAM0). A's and F's norms (norm_xl, norm_xq)
+ * are inlined: a call's saves and restores of registers go through local memory, and after
+ * a barrier's acquire has invalidated L1 the restores cost an L2 trip on the phase's
+ * critical path (tg128 +1.5% for each of A and F, bench/NOTES.md P100). */
 __device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xsf, int8_t *xs, float2 *xds, bool rows_pending) {
     norm_x(x, E, eps, xsf, xs, (float *)xds, rows_pending, true);
 }
@@ -2630,10 +2630,10 @@ template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, c
         wp = pk_v_rows(L, vw);
         t = L.t[PW_V];
     }
-    const size_t nb = t >= 0 ? pk_chunk0<FAM, 4>(t, wp.rb) : 0;   /* the first chunk, as pk_issue's (rows_qp's layout: from the row's 16-byte line on) */
+    const size_t nb = t >= 0 ? pk_chunk0<FAM, 4>(t, wp.rb) : 0;   /* the first chunk, as pk_issue's, in row_issue16's layout */
     uint32_t sz[4], tot = 0;
     for (int r = 0; r < 4; r++) {
-        sz[r] = nb ? (uint32_t)(((uintptr_t)wp[r] & 15) + nb + 15) / 16 * 16 : 0u;
+        sz[r] = nb ? 16u * (uint32_t)lines16(wp[r], nb) : 0u;
         tot += sz[r];
     }
     const uint32_t mb = (uint32_t)__cvta_generic_to_shared(s.mb + threadIdx.x / WARP);
@@ -2642,7 +2642,7 @@ template <int FAM> __device__ void pk_pre_qkv(const PArgs &a, const PLayer &L, c
     const uint64_t pol = l2_evict_first();
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     for (int r = 0; r < 4; r++)
-        if (sz[r]) bulk_g2s((uint32_t)__cvta_generic_to_shared(buf + r * PK_CAP(4)), (const void *)((uintptr_t)wp[r] & ~(uintptr_t)15), sz[r], mb, pol);
+        if (sz[r]) bulk_g2s((uint32_t)__cvta_generic_to_shared(buf + r * PK_CAP(4)), line16(wp[r]), sz[r], mb, pol);
 }
 /* A's wait for the rows pk_pre_qkv asked for (layer l's window) */
 __device__ __forceinline__ void pk_qkv_landed(const PSmem &s, int l) {
