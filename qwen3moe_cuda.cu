@@ -869,6 +869,21 @@ __device__ __forceinline__ void warp_quant2(float v, int8_t *q, float2 *dm) {
     if (threadIdx.x % WARP == 0) *dm = make_float2(amax / 127.f, amax / 127.f * (float)sum);
 }
 
+/* F's down products are summed as fixed point with PK_FX steps a unit: 2^-32 resolution,
+ * |sum| < 2^31 (a float atomic's sum would depend on the order its adds arrive in; integer
+ * adds give one sum in any order, so a step stays deterministic) */
+#define PK_FX 4294967296.f
+/* x's float4 i: x itself, or where acc is given x + acc / PK_FX (the residual after F: h2
+ * and F's sum). Past L1 (ldcg): other SMs wrote them. */
+__device__ __forceinline__ float4 pk_x4(const float *x, const long long *acc, int i) {
+    float4 v = __ldcg((const float4 *)x + i);
+    if (acc) {
+        const longlong2 p = __ldcg((const longlong2 *)acc + 2 * i), q = __ldcg((const longlong2 *)acc + 2 * i + 1);
+        v.x += (float)p.x * (1.f / PK_FX); v.y += (float)p.y * (1.f / PK_FX);
+        v.z += (float)q.x * (1.f / PK_FX); v.w += (float)q.y * (1.f / PK_FX);
+    }
+    return v;
+}
 /* RMSNorm folded into its consumers: every block of a kernel that reads the normed
  * activation (q/k/v, router, gate+up) computes it from the residual x itself (8 KB of x
  * and 8 KB of weights from L2 for 30B-A3B) instead of waiting on a one-block norm kernel
@@ -900,7 +915,7 @@ __device__ __forceinline__ float block_sum(float v) {
     return t;
 }
 __device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *xsf, int8_t *xs, float *xds, bool rows_pending = false,
-                                      bool pk = false) {
+                                      bool pk = false, const long long *acc = nullptr) {
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nw = blockDim.x / WARP;
     if (rows_pending) cp_async_wait_but_one();
     else cp_async_wait_all();
@@ -908,7 +923,7 @@ __device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *
     float ss = 0.f;
     if ((E & 3) == 0) {
         for (int i = threadIdx.x; i < E / 4; i += blockDim.x) {
-            const float4 v = __ldcg((const float4 *)x + i);   /* past L1: in the persistent kernel other SMs wrote x */
+            const float4 v = pk_x4(x, acc, i);   /* past L1: in the persistent kernel other SMs wrote x */
             ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
             float4 *o = (float4 *)xsf + i;
             *o = make_float4(o->x * v.x, o->y * v.y, o->z * v.z, o->w * v.w);
@@ -955,10 +970,11 @@ __device__ __forceinline__ void norm_x(const float *x, int E, float eps, float *
  * into the group's scale (xq_finish), so the quantization does not wait for the sum of
  * squares. Needs E % 128 == 0 (whole warps, 8 lanes a group of 32). Writes the group's
  * unscaled step and its int8 sum to xds for xq_finish; returns the thread's sum of squares. */
-__device__ __forceinline__ float xq_start(const float *x, bool shared, int E, const float *xsf, int8_t *xs, float2 *xds, float *xr) {
+__device__ __forceinline__ float xq_start(const float *x, const long long *acc, bool shared, int E, const float *xsf, int8_t *xs, float2 *xds,
+                                         float *xr) {
     float ss = 0.f;
     for (int i = threadIdx.x; i < E / 4; i += blockDim.x) {
-        const float4 v = shared ? ((const float4 *)x)[i] : __ldcg((const float4 *)x + i), w = ((const float4 *)xsf)[i];   /* past L1: other SMs wrote x */
+        const float4 v = shared ? ((const float4 *)x)[i] : pk_x4(x, acc, i), w = ((const float4 *)xsf)[i];
         if (xr) ((float4 *)xr)[i] = v;
         ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         const float4 y = make_float4(v.x * w.x, v.y * w.y, v.z * w.z, v.w * w.w);
@@ -986,8 +1002,8 @@ __device__ __forceinline__ void xq_finish(int E, float sc, float2 *xds) {
 }
 /* A's: the sum of squares over the block's own copy of x (one reduction barrier); x is read
  * from L2 (ldcg: other SMs wrote it) and copied to xr. Returns 1 / rms. */
-__device__ __forceinline__ float norm_xl(const float *x, int E, float eps, const float *xsf, int8_t *xs, float2 *xds, float *xr) {
-    const float sc = 1.0f / sqrtf(block_sum(xq_start(x, false, E, xsf, xs, xds, xr)) / E + eps);
+__device__ __forceinline__ float norm_xl(const float *x, const long long *acc, int E, float eps, const float *xsf, int8_t *xs, float2 *xds, float *xr) {
+    const float sc = 1.0f / sqrtf(block_sum(xq_start(x, acc, false, E, xsf, xs, xds, xr)) / E + eps);
     xq_finish(E, sc, xds);
     return sc;
 }
@@ -1000,7 +1016,7 @@ __device__ __forceinline__ float norm_xq(const float *x, const float *ssp, int n
     const int lane = threadIdx.x % WARP;
     float p = 0.f;
     for (int j = lane; j < np; j += WARP) p += ssp[j];
-    xq_start(x, true, E, xsf, xs, xds, nullptr);
+    xq_start(x, nullptr, true, E, xsf, xs, xds, nullptr);
     const float sc = 1.0f / sqrtf(warp_sum(p) / E + eps);
     xq_finish(E, sc, xds);
     return sc;
@@ -1837,7 +1853,7 @@ static DownKernel down2_kernel(int tt) {
 #define PK_WARPS 16
 #define PK_THREADS (PK_WARPS * WARP)
 #define PK_D 128                  /* head_dim served */
-#define PK_WB 9728                /* staging bytes per warp (8 rows of 1,216: a 2048-wide Q4_K row each) */
+#define PK_WB 10752               /* staging bytes per warp: F's 3-slot gate/up pipe beside 128 slab rows of Q6_K (pk_ffn); the kernel's shared memory stays within the 196 KB carveout */
 #define PK_MAXK 8
 #define PK_SSMAX 256              /* blocks whose partial sums of squares F stages (the grid's limit: persist_setup) */
 #define PK_CAP(R) (PK_WB / (R) / 16 * 16)   /* staging bytes per row for R rows a warp (16-byte aligned rows) */
@@ -1867,7 +1883,7 @@ __host__ __device__ constexpr bool pk_serves(int fam, int t) {
 #ifndef PK_FPIPE
 #define PK_FPIPE 2                /* F: gate/up rows a warp has in flight at once (rows_pipe; 0: all 8) */
 #endif
-#define PK_PHASES 7               /* per layer, each a row of the profile: A..G below (A, E and under AM_ONE B end without a barrier; E is empty) */
+#define PK_PHASES 7               /* per layer, each a row of the profile: A..G below (A, E, F and under AM_ONE B end without a barrier; E is empty) */
 
 struct PLayer {
     const uint8_t *w[7];          /* q, k, v, o, gate, up, down */
@@ -1876,20 +1892,23 @@ struct PLayer {
     const float *attn_norm, *q_norm, *k_norm, *ffn_norm;   /* (the router: folded, PArgs.rwx / rmr) */
     __half *kc, *vc;
     int F;
+    const uint8_t *ds;   /* the down weight as slabs (slab_record; persist_setup) */
+    int dcb, dpr, fcap;  /* a slab record's bytes; slab rows a warp stages beside F's gate/up pipe; that pipe's bytes a row (pk_rows' cap) */
 };
 enum { PW_Q, PW_K, PW_V, PW_O, PW_G, PW_U, PW_D };
 
 struct PArgs {
     const PLayer *L;
-    int nl, E, nh, nkv, qdim, kvdim, ne, K, Fpad, nch;
+    int nl, E, nh, nkv, qdim, kvdim, ne, K, nch;
     float eps, theta_scale, scale;
-    float *x, *qkv, *part, *rpart, *h;
-    float *h2;          /* D's output x + W_o attn (x stays the layer's input until G) */
+    float *x, *qkv, *part, *rpart;
+    float *h2;          /* D's output x + W_o attn; the next layer's x is h2 + acc */
+    long long *acc;     /* F's down products, summed as fixed point (PK_FX): zeroed by D, read with h2 by the next A and the head */
     const __half *rwx;  /* the router folded (pk_fold_setup): [layer][ne][E] W_r diag(ffn_norm), f16 */
     const __half *rmr;  /* [layer][ne][qdim] that times W_o, f16 */
-    int8_t *aq, *hq;
-    float *ad, *hd;   /* float2s in the persistent kernel: per 32, the scale and the scale times the sum (warp_quant2) */
-    unsigned *bar, *qcnt;
+    int8_t *aq;
+    float *ad;   /* float2s in the persistent kernel: per 32, the scale and the scale times the sum (warp_quant2) */
+    unsigned *bar;
     unsigned *kvc;   /* A -> B: per KV head, its q and k halves and v groups done (pk_kv_done), counted over the step's layers */
     float *ssx;   /* A: [head][half] the halves' sums of squares (pk_rope), q heads then k heads */
     float *ssq;   /* per block, the sum of squares of the h2 rows it wrote in D (F's norm) */
@@ -1907,20 +1926,23 @@ struct PArgs {
     unsigned long long *prof;   /* QWEN3MOE_PERSIST_PROF: [barrier][block] arrival times, then [barrier] block 0's pass */
 };
 struct PSmem {
-    int8_t *xs, *hs;   /* in xs_at's layout */
-    float2 *xds, *hds;   /* per 32: the scale, and the scale times the sum */
+    int8_t *xs;      /* in xs_at's layout */
+    float2 *xds;     /* per 32: the scale, and the scale times the sum */
+    float *hc;       /* F: the item's 64 values of h */
+    int8_t *hcq;     /* and as int8, with hcd[2] (warp_quant2's) */
+    float2 *hcd;
     float *xsf, *lg, *selw;
     float *xr;       /* x as A read it (f32), for the folded router in D; then h2 for F's norm */
     float *ssp;      /* [PK_SSMAX]: D's partial sums of squares of h2, for F's norm */
-    uint64_t *mb;    /* [PK_WARPS]: the warps' mbarriers (A's first rows, bulk copies: pk_pre_qkv) */
+    uint64_t *mb;    /* [3][PK_WARPS]: the warps' mbarriers: A's first rows (pk_pre_qkv), F's early and late slab rows (pk_ffn) */
     int *sel;
     float *res;      /* [PK_WARPS][PK_MAXK]: a warp's row totals (rows_qp) */
     uint8_t *wb;
 };
-static size_t pk_smem(int E, int qdim, int ne, int K, int Fpad) {
+static size_t pk_smem(int E, int qdim, int ne) {
     const size_t xp = xq_pad(std::max(E, qdim));
-    return xs_bytes(xp) + xp / 4 + 8 * (size_t)E + xs_bytes((size_t)K * Fpad) + (size_t)K * Fpad / 4 + 4 * (size_t)((ne + 3) / 4 * 4) + 8 * PK_MAXK +
-           4 * PK_WARPS * PK_MAXK + 4 * PK_SSMAX + 8 + 8 * PK_WARPS + 64 + (size_t)PK_WARPS * PK_WB;
+    return xs_bytes(xp) + xp / 4 + 8 * (size_t)E + 4 * 64 + 64 + 16 + 4 * (size_t)((ne + 3) / 4 * 4) + 8 * PK_MAXK + 4 * PK_WARPS * PK_MAXK +
+           4 * PK_SSMAX + 8 + 8 * 3 * PK_WARPS + 64 + (size_t)PK_WARPS * PK_WB;
 }
 
 /* Wide dot products: 8 lanes per 256-weight superblock and 32 weights a lane (16-byte
@@ -2371,8 +2393,8 @@ __device__ __forceinline__ void rows_qp(const WP &wp, unsigned ok, size_t rb, in
 }
 template <int FAM, int R, int W = 8, int PIPE = 0, class WP>
 __device__ __forceinline__ void pk_rows(int type, const WP &wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
-                                        int xstr, float *res, uint8_t *buf, bool pre = false, unsigned long long *stamp = nullptr) {
-#define PK_CASE(T) case T: rows_qp<T, W, R, PIPE>(wp, ok, rb, ncols, xq, xd, xstr, res, buf, PK_CAP(R), pre, stamp); break;
+                                        int xstr, float *res, uint8_t *buf, bool pre = false, unsigned long long *stamp = nullptr, int cap = PK_CAP(R)) {
+#define PK_CASE(T) case T: rows_qp<T, W, R, PIPE>(wp, ok, rb, ncols, xq, xd, xstr, res, buf, cap, pre, stamp); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
 }
@@ -2396,12 +2418,13 @@ __device__ __forceinline__ void pk_issue(int type, const WP &wp, unsigned ok, si
  * slots. False (nothing issued) where rows_qp would not take rows_pipe: pk_rows then
  * issues its own (pre = false). */
 template <int FAM, int R, int PIPE, class WP>
-__device__ __forceinline__ bool pk_issue_pipe(int type, const WP &wp, unsigned ok, size_t rb, int ncols, uint8_t *buf, unsigned long long *stamp) {
+__device__ __forceinline__ bool pk_issue_pipe(int type, const WP &wp, unsigned ok, size_t rb, int ncols, uint8_t *buf, unsigned long long *stamp,
+                                              int cap = PK_CAP(R)) {
     int sb = 0;
 #define PK_CASE(T) case T: sb = stage_sb<T>(); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
-    const int slot = pipe_slot<PIPE>(R * PK_CAP(R));
+    const int slot = pipe_slot<PIPE>(R * cap);
     if (!sb || !pipe_fits(ncols / 256, sb, slot)) return false;
     rows_pipe_issue<R, PIPE>(wp, ok, (int)min((size_t)(ncols / 256) * sb, rb), buf, slot);
     if (stamp && threadIdx.x % WARP == 0) stamp[0] = gtimer();
@@ -2415,7 +2438,7 @@ __device__ __forceinline__ void pk_fence() { asm volatile("fence.acq_rel.gpu;" :
 /* QWEN3MOE_PERSIST_PROF: point i (< PK_MARKS) of layer l's step, stamped by block blk's
  * (0's, B's marks the block of item 0's) first warp: pk_mark (thread 0), or rows_qp's
  * stamps (marks i, i + 1) where pk_stamp gives it the slot (else null) */
-#define PK_MARKS 16
+#define PK_MARKS 20
 __device__ __forceinline__ unsigned long long *pk_stamp(const PArgs &a, int l, int i, unsigned blk = 0) {
     return a.prof && blockIdx.x == blk && threadIdx.x < WARP ? a.prof + (size_t)PK_PROF_MAXB * (gridDim.x + 1) + (size_t)l * PK_MARKS + i : nullptr;
 }
@@ -2564,8 +2587,8 @@ __device__ __forceinline__ void pk_router_item(const PArgs &a, const PSmem &s, i
  * are inlined: a call's saves and restores of registers go through local memory, and after
  * a barrier's acquire has invalidated L1 the restores cost an L2 trip on the phase's
  * critical path (tg128 +1.5% for each of A and F, bench/NOTES.md P100). */
-__device__ __noinline__ void pk_norm(const float *x, int E, float eps, float *xsf, int8_t *xs, float2 *xds, bool rows_pending) {
-    norm_x(x, E, eps, xsf, xs, (float *)xds, rows_pending, true);
+__device__ __noinline__ void pk_norm(const float *x, const long long *acc, int E, float eps, float *xsf, int8_t *xs, float2 *xds, bool rows_pending) {
+    norm_x(x, E, eps, xsf, xs, (float *)xds, rows_pending, true, acc);
 }
 
 /* A: RMSNorm + q/k/v. A q or k head is two blocks' (halves hf = 0, 1: the rope pairs
@@ -2650,7 +2673,7 @@ __device__ __forceinline__ void pk_qkv_landed(const PSmem &s, int l) {
 }
 template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const PSmem &s, int l, int pos, int gw, int NW) {
     cp_async_wait_all();   /* the thread's own copies of the norm's weights (the rows are bulk copies: pk_qkv_landed) */
-    norm_xl(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, s.xr);
+    norm_xl(l ? a.h2 : a.x, l ? a.acc : nullptr, a.E, a.eps, s.xsf, s.xs, s.xds, s.xr);
     pk_mark(a, l, 6);
     const int lane = threadIdx.x % WARP, nu = pk_halves(a);
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
@@ -3058,7 +3081,8 @@ template <int AM> __device__ void pk_comb(const PArgs &a, const PSmem &s, int po
 }
 
 /* D: o-proj (pairs of output rows) into h2 = x + W_o a, then the router's pieces (above) on
- * the warps past the pairs: one work list, so small grids loop over both. */
+ * the warps past the pairs: one work list, so small grids loop over both. x is A's copy in
+ * shared memory; D zeroes acc (and its rows' F adds into it after the barrier to F). */
 __device__ __forceinline__ PkPairRows pk_o_rows(const PLayer &L, int g) { return PkPairRows{L.w[PW_O] + (size_t)2 * g * L.rb[PW_O], L.rb[PW_O], 2}; }
 __device__ __forceinline__ unsigned pk_o_ok(const PArgs &a, int g) { return 2 * g + 1 < a.E ? 3u : 1u; }
 template <int FAM> __device__ void pk_pre_o(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw) {
@@ -3069,13 +3093,6 @@ template <int FAM> __device__ void pk_pre_o(const PArgs &a, const PLayer &L, con
 }
 template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
     const int lane = threadIdx.x % WARP, no = (a.E + 1) / 2, nr = a.ne * pk_rpieces(a.E, a.qdim);
-    /* the residual of the warp's first rows, asked for first: its round trip overlaps the
-     * staging and the multiply instead of following them */
-    float x0 = 0.f, x1 = 0.f;
-    if (lane == 0 && gw < no) {
-        x0 = __ldcg(a.x + 2 * gw);
-        if (2 * gw + 1 < a.E) x1 = __ldcg(a.x + 2 * gw + 1);
-    }
     stage_x(a.aq, a.ad, xq_pad(a.qdim), s.xs, (float *)s.xds, threadIdx.x, blockDim.x, true);
     __syncthreads();
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
@@ -3086,13 +3103,15 @@ template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, con
         const unsigned ok = pk_o_ok(a, g);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
         pk_rows<FAM, 2, PK_W>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
-        if (lane == 0) {
-            const float h0 = (g == gw ? x0 : __ldcg(a.x + 2 * g)) + res[0];
+        if (lane == 0) {   /* the residual: x as A's norm read it (s.xr); F adds to acc from zero */
+            const float h0 = s.xr[2 * g] + res[0];
             a.h2[2 * g] = h0;
+            a.acc[2 * g] = 0;
             ss += h0 * h0;
             if (ok & 2u) {
-                const float h1 = (g == gw ? x1 : __ldcg(a.x + 2 * g + 1)) + res[1];
+                const float h1 = s.xr[2 * g + 1] + res[1];
                 a.h2[2 * g + 1] = h1;
+                a.acc[2 * g + 1] = 0;
                 ss += h1 * h1;
             }
         }
@@ -3206,18 +3225,204 @@ __device__ void pk_rec_p(const PArgs &a, const PSmem &s, int l) {
     if (lane < a.K) a.recp[(size_t)l * a.K + lane] = s.lg[a.rec[(size_t)l * a.K + lane]];
 }
 
+/* ----------------------------------------------------------------------
+ * The experts' down weights as column slabs (F and G fused, bench/NOTES.md P107).
+ * G's rows need every expert's whole h, so a grid barrier sat between gate/up and down,
+ * and G re-read h from L2 behind it (F -> G pass + G: ~7.7 us a layer of 32 on the H100).
+ * Split over the FFN width instead, a block that made 64 values of one expert's h (its
+ * 16 warps' gate/up rows) multiplies them at once by the same 64 columns of that expert's
+ * down weight, all E rows, and adds the products into x: no barrier, no re-read. Those
+ * columns are scattered through the GGUF rows (and a Q6_K superblock's 64-value quarters
+ * share bytes), so persist_setup repacks each down weight once into slabs: per (expert,
+ * 64-column chunk) its E rows of one small record each, contiguous, which a warp fetches as
+ * one bulk copy. The same values exactly (a lossless re-layout), in 40 (Q4_K), 56 (Q6_K),
+ * 68 (Q8_0) or 36 (Q4_0) bytes a row. The cost is a second copy of the down weights in
+ * device memory (7.1 GB for Qwen3-30B-A3B Q4_K_M; prefill still reads the GGUF layout):
+ * where it does not fit, persist_setup leaves decode on the kernel graph. */
+__host__ __device__ constexpr int slab_cb(int t) {
+    return t == GGML_TYPE_Q4_K ? 40 : t == GGML_TYPE_Q6_K ? 56 : t == GGML_TYPE_Q8_0 ? 68 : t == GGML_TYPE_Q4_0 ? 36 : 0;
+}
+/* Record of row r, chunk c (columns 64c..64c+63) of a down weight row `row` (GGUF type t,
+ * F columns); columns past F (a Q8_0 / Q4_0 width of 32 mod 64) are zeros.
+ *   Q4_K: d, dmin (f16), sc0, m0, sc1, m1 (6-bit), qs[32]: byte i = column i | column 32+i << 4
+ *   Q6_K: d (f16), sc[4] (int8, a scale per 16 columns), 2 pad, ql[32] (column i | 32+i << 4),
+ *         qh[16]: byte i = the high 2 bits of columns i, 16+i, 32+i, 48+i (bits 0-1, 2-3, 4-5, 6-7)
+ *   Q8_0: d0, d1 (f16, the two blocks'), q[64]
+ *   Q4_0: d0, d1 (f16), the two blocks' qs[16] as they are */
+__device__ void slab_record(int t, const uint8_t *row, int c, int F, uint8_t *o) {
+    if (t == GGML_TYPE_Q4_K) {
+        const uint8_t *b = row + (c / 4) * 144;
+        const int j = c % 4;
+        int sc0, m0, sc1, m1;
+        k4_scale(b + 4, 2 * j, sc0, m0);
+        k4_scale(b + 4, 2 * j + 1, sc1, m1);
+        o[0] = b[0]; o[1] = b[1]; o[2] = b[2]; o[3] = b[3];
+        o[4] = (uint8_t)sc0; o[5] = (uint8_t)m0; o[6] = (uint8_t)sc1; o[7] = (uint8_t)m1;
+        for (int i = 0; i < 32; i++) o[8 + i] = b[16 + 32 * j + i];
+    } else if (t == GGML_TYPE_Q6_K) {
+        const uint8_t *b = row + (c / 4) * 210;
+        const int hh = (c % 4) / 2, sub = c % 2;
+        uint8_t q[64];
+        for (int v = 0; v < 64; v++) {   /* dequantize_row_q6_K's indexing: position j of the half, l = j % 32, quarter t = j / 32 */
+            const int jj = 64 * sub + v, l = jj % 32, qt = jj / 32;
+            const uint8_t lb = b[64 * hh + l + (qt & 1) * 32];
+            q[v] = (uint8_t)(((qt < 2 ? lb : lb >> 4) & 15) | (((b[128 + 32 * hh + l] >> (2 * qt)) & 3) << 4));
+        }
+        o[0] = b[208]; o[1] = b[209];
+        for (int g = 0; g < 4; g++) o[2 + g] = b[192 + 8 * hh + (g % 2) + 2 * (2 * sub + g / 2)];
+        o[6] = o[7] = 0;
+        for (int i = 0; i < 32; i++) o[8 + i] = (uint8_t)((q[i] & 15) | (q[32 + i] & 15) << 4);
+        for (int i = 0; i < 16; i++) o[40 + i] = (uint8_t)((q[i] >> 4) | (q[16 + i] >> 4) << 2 | (q[32 + i] >> 4) << 4 | (q[48 + i] >> 4) << 6);
+    } else if (t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0) {
+        const int bs = t == GGML_TYPE_Q8_0 ? 34 : 18, nq = bs - 2;
+        for (int k = 0; k < 2; k++) {
+            const bool in = 64 * c + 32 * k < F;
+            const uint8_t *b = row + (size_t)(2 * c + k) * bs;
+            o[2 * k] = in ? b[0] : 0;
+            o[2 * k + 1] = in ? b[1] : 0;
+            for (int i = 0; i < nq; i++) o[4 + nq * k + i] = in ? b[2 + i] : 0;
+        }
+    }
+}
+/* one thread a record: expert e, chunk c, row r of the slab (e, c) */
+__global__ void k_slab(const uint8_t *__restrict__ w, int t, size_t rb, int F, int E, int ne, uint8_t *__restrict__ out) {
+    const int nc = (F + 63) / 64, cb = slab_cb(t);
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)ne * nc * E) return;
+    const int r = (int)(i % E), c = (int)(i / E % nc), e = (int)(i / E / nc);
+    slab_record(t, w + ((size_t)e * E + r) * rb, c, F, out + i * cb);
+}
+/* A record's dot with the chunk's h: 64 int8 values hq (16 words) with per 32 a float2
+ * (scale, scale x sum) as warp_quant2 writes them. One thread a row: the records of a warp's
+ * rows lie 40-68 bytes apart, so 8-byte (Q4_K, Q6_K) or 4-byte loads of consecutive lanes
+ * fall in distinct banks. */
+template <int T> __device__ __forceinline__ float slab_dot(const uint8_t *p, const int *hq, float2 h0, float2 h1);
+template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q4_K>(const uint8_t *p, const int *hq, float2 h0, float2 h1) {
+    const uint2 hd = *(const uint2 *)p;
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const uint2 q = *(const uint2 *)(p + 8 + 8 * k);
+        s0 = __dp4a((int)(q.x & 0x0F0F0F0Fu), hq[2 * k], s0);
+        s0 = __dp4a((int)(q.y & 0x0F0F0F0Fu), hq[2 * k + 1], s0);
+        s1 = __dp4a((int)((q.x >> 4) & 0x0F0F0F0Fu), hq[8 + 2 * k], s1);
+        s1 = __dp4a((int)((q.y >> 4) & 0x0F0F0F0Fu), hq[8 + 2 * k + 1], s1);
+    }
+    const float d = __half2float(__ushort_as_half((unsigned short)(hd.x & 0xFFFF))), dm = __half2float(__ushort_as_half((unsigned short)(hd.x >> 16)));
+    return d * ((float)(hd.y & 0xFF) * h0.x * (float)s0 + (float)((hd.y >> 16) & 0xFF) * h1.x * (float)s1) -
+           dm * ((float)((hd.y >> 8) & 0xFF) * h0.y + (float)(hd.y >> 24) * h1.y);
+}
+template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q6_K>(const uint8_t *p, const int *hq, float2 h0, float2 h1) {
+    const uint2 hd = *(const uint2 *)p;
+    uint32_t L[8], H[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) { const uint2 v = *(const uint2 *)(p + 8 + 8 * k); L[2 * k] = v.x; L[2 * k + 1] = v.y; }
+#pragma unroll
+    for (int k = 0; k < 2; k++) { const uint2 v = *(const uint2 *)(p + 40 + 8 * k); H[2 * k] = v.x; H[2 * k + 1] = v.y; }
+    int s0 = 0, s1 = 0, s2 = 0, s3 = 0;   /* the four groups of 16 columns */
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const uint32_t v0 = (L[k] & 0x0F0F0F0Fu) | ((H[k] << 4) & 0x30303030u), v1 = (L[4 + k] & 0x0F0F0F0Fu) | ((H[k] << 2) & 0x30303030u);
+        const uint32_t v2 = ((L[k] >> 4) & 0x0F0F0F0Fu) | (H[k] & 0x30303030u), v3 = ((L[4 + k] >> 4) & 0x0F0F0F0Fu) | ((H[k] >> 2) & 0x30303030u);
+        s0 = __dp4a((int)__vsub4(v0, 0x20202020u), hq[k], s0);
+        s1 = __dp4a((int)__vsub4(v1, 0x20202020u), hq[4 + k], s1);
+        s2 = __dp4a((int)__vsub4(v2, 0x20202020u), hq[8 + k], s2);
+        s3 = __dp4a((int)__vsub4(v3, 0x20202020u), hq[12 + k], s3);
+    }
+    const float d = __half2float(__ushort_as_half((unsigned short)(hd.x & 0xFFFF)));
+    const int c0 = (int)(int8_t)(hd.x >> 16), c1 = (int)(int8_t)(hd.x >> 24), c2 = (int)(int8_t)hd.y, c3 = (int)(int8_t)(hd.y >> 8);
+    return d * (h0.x * (float)(c0 * s0 + c1 * s1) + h1.x * (float)(c2 * s2 + c3 * s3));
+}
+template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q8_0>(const uint8_t *p, const int *hq, float2 h0, float2 h1) {
+    const uint32_t dd = *(const uint32_t *)p;
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        s0 = __dp4a(*(const int *)(p + 4 + 4 * k), hq[k], s0);
+        s1 = __dp4a(*(const int *)(p + 36 + 4 * k), hq[8 + k], s1);
+    }
+    return __half2float(__ushort_as_half((unsigned short)(dd & 0xFFFF))) * h0.x * (float)s0 +
+           __half2float(__ushort_as_half((unsigned short)(dd >> 16))) * h1.x * (float)s1;
+}
+template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q4_0>(const uint8_t *p, const int *hq, float2 h0, float2 h1) {
+    const uint32_t dd = *(const uint32_t *)p;
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {   /* a Q4_0 block: byte i = column i | column 16+i << 4 */
+        const uint32_t a = *(const uint32_t *)(p + 4 + 4 * k), b = *(const uint32_t *)(p + 20 + 4 * k);
+        s0 = __dp4a((int)(a & 0x0F0F0F0Fu), hq[k], s0);
+        s0 = __dp4a((int)((a >> 4) & 0x0F0F0F0Fu), hq[4 + k], s0);
+        s1 = __dp4a((int)(b & 0x0F0F0F0Fu), hq[8 + k], s1);
+        s1 = __dp4a((int)((b >> 4) & 0x0F0F0F0Fu), hq[12 + k], s1);
+    }
+    return __half2float(__ushort_as_half((unsigned short)(dd & 0xFFFF))) * (h0.x * (float)s0 - 8.f * h0.y) +
+           __half2float(__ushort_as_half((unsigned short)(dd >> 16))) * (h1.x * (float)s1 - 8.f * h1.y);
+}
+
 /* F's row table (PkPairRows' note) */
 struct PkFRows {   /* rows 0-3: gate rows o0.. of the expert, 4-7: its up rows */
     const uint8_t *g, *u;
-    size_t rbg, rbu;
-    __device__ __forceinline__ const uint8_t *operator[](int r) const { return r < 4 ? g + (size_t)r * rbg : u + (size_t)(r - 4) * rbu; }
+    size_t rb;
+    __device__ __forceinline__ const uint8_t *operator[](int r) const { return r < 4 ? g + (size_t)r * rb : u + (size_t)(r - 4) * rb; }
 };
-/* F: the top-k on the folded router's logits, each warp's first rows asked for, the norm of
- * h2 while they fly, the weights; then gate and up of 4 outputs of one expert per warp,
- * SwiGLU into h[k][Fpad] (f32); the warp that completes a group of 32 outputs (a counter)
- * quantizes it to int8 (hq, hd). */
-template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, const PSmem &s, int l, int gw, int NW) {
-    const int lane = threadIdx.x % WARP;
+/* F's weights for the layer, read into registers before the top-k (after a barrier a load
+ * from PLayer is a round trip to L2, which would sit between the top-k and the first copies) */
+struct PkFGeo {
+    const uint8_t *wg, *wu, *ds;
+    size_t rb;
+    int F, nc, tg, td, cb, fcap, dpr;
+};
+__device__ __forceinline__ PkFGeo pk_fgeo(const PLayer &L) {
+    return PkFGeo{L.w[PW_G], L.w[PW_U], L.ds, L.rb[PW_G], L.F, (L.F + 63) / 64, L.t[PW_G], L.t[PW_D], L.dcb, L.fcap, L.dpr};
+}
+/* F's item it = k * nc + c: 64 columns (chunk c) of expert slot k; warp w's gate/up rows are
+ * outputs o0 = 64 c + 4 w.., and its share of the down slab rows w * E / 16.. */
+struct PkItem {
+    int k, o0, nv;   /* nv: the warp's valid outputs (0..4) */
+    PkFRows wp;
+    const uint8_t *slab;   /* the warp's first slab row of (expert, chunk) */
+};
+__device__ __forceinline__ PkItem pk_item(const PArgs &a, const PkFGeo &f, const PSmem &s, int it) {
+    const int k = it / f.nc, c = it % f.nc, e = s.sel[k], w = threadIdx.x / WARP, o0 = 64 * c + 4 * w;
+    return PkItem{k, o0, max(0, min(4, f.F - o0)), PkFRows{f.wg + ((size_t)e * f.F + o0) * f.rb, f.wu + ((size_t)e * f.F + o0) * f.rb, f.rb},
+                  f.ds + (((size_t)e * f.nc + c) * a.E + (size_t)w * (a.E / PK_WARPS)) * f.cb};
+}
+/* lane 0 asks for n slab rows from p into dst, completing on mbarrier mb */
+__device__ __forceinline__ void pk_slab_issue(const uint8_t *p, int n, int cb, uint8_t *dst, uint64_t *mb) {
+    if (threadIdx.x % WARP || n <= 0) return;
+    const uint32_t m = (uint32_t)__cvta_generic_to_shared(mb);
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");   /* the buffer's generic reads and writes before the copy's */
+    mb_expect(m, (uint32_t)(n * cb));
+    bulk_g2s((uint32_t)__cvta_generic_to_shared(dst), p, (uint32_t)(n * cb), m, l2_evict_first());
+}
+/* rows [r0, r0 + n) of the warp's share, staged at st: each lane's rows' dots, weighted,
+ * added to acc as fixed point (integer adds in any order give one sum: the step stays
+ * deterministic where float atomics would not) */
+template <int T>
+__device__ __forceinline__ void pk_slab_rows(const PArgs &a, const uint8_t *st, int r0, int n, const int *hq, float2 h0, float2 h1, float wk) {
+    const int lane = threadIdx.x % WARP, row0 = (threadIdx.x / WARP) * (a.E / PK_WARPS) + r0;
+    for (int r = lane; r < n; r += WARP) {
+        const float v = slab_dot<T>(st + (size_t)r * slab_cb(T), hq, h0, h1) * wk;
+        atomicAdd((unsigned long long *)(a.acc + row0 + r), (unsigned long long)__float2ll_rn(v * PK_FX));
+    }
+}
+template <int FAM>
+__device__ __forceinline__ void pk_slab_dot(int t, const PArgs &a, const uint8_t *st, int r0, int n, const int *hq, float2 h0, float2 h1, float wk) {
+#define PK_CASE(T) case T: if constexpr (slab_cb(T) > 0) pk_slab_rows<T>(a, st, r0, n, hq, h0, h1, wk); break;
+    PK_FAM_SWITCH(FAM, t, PK_CASE)
+#undef PK_CASE
+}
+/* F (with G's work): the top-k on the folded router's logits, the block's first item's rows
+ * asked for (each warp's first gate/up rows, then its slab rows), the norm of h2 while they
+ * fly, the weights; then per item: gate and up of 4 outputs a warp, SwiGLU into the block's
+ * chunk of h, its int8 copy, and every warp's slab rows against it into acc. Slab rows
+ * beyond what fits beside the gate/up pipe (L.dpr a warp) are asked for once the pipe is
+ * done. K x F / 64 items (96 for Qwen3-30B-A3B) leave 36 of 132 blocks idle here: spreading
+ * the gate/up rows over every warp and the chunks' h through L2 with a count per chunk
+ * was slower (tg128 -6% on the H100, bench/NOTES.md P107): the waits for other blocks'
+ * counts and the h round trip sat on the phase's tail. */
+template <int FAM> __device__ void pk_ffn(const PArgs &a, const PLayer &L, const PSmem &s, int l, unsigned &fph) {
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     /* the router's pieces (D's) at the warp buffers' end (the top-k's keys and ranks
      * take their start), summed in piece order (every block the same logits) */
     const int np = pk_rpieces(a.E, a.qdim);
@@ -3228,11 +3433,11 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
     for (int i = threadIdx.x; i < a.E / 4; i += blockDim.x) cp_async16(s.xr + 4 * i, a.h2 + 4 * i);
     for (int i = threadIdx.x; i < (int)gridDim.x; i += blockDim.x) cp_async4(s.ssp + i, a.ssq + i);   /* and D's partial sums of squares of h2 */
     cp_async_commit();
-    /* the layer's gate/up geometry, read before the top-k so that its round trip is not
-     * between the top-k and the first copies (a load cannot move past the barriers) */
-    const uint8_t *wg = L.w[PW_G], *wu = L.w[PW_U];
-    const size_t rbg = L.rb[PW_G], rbu = L.rb[PW_U];
-    const int F = L.F, tg = L.t[PW_G], ngo = (F + 3) / 4;
+    /* the layer's geometry, read before the top-k so that its round trip is not between the
+     * top-k and the first copies (a load cannot move past the barriers) */
+    const PkFGeo f = pk_fgeo(L);
+    const int tg = f.tg, td = f.td, cb = f.cb, fcap = f.fcap, dpr = f.dpr, rpw = a.E / PK_WARPS, nit = a.K * f.nc;
+    const size_t rbg = f.rb;
     cp_async_wait_all();   /* and the norm's weights (D's window) */
     __syncthreads();
     float z = 0.f;
@@ -3241,81 +3446,73 @@ template <int FAM> __device__ void pk_gateup(const PArgs &a, const PLayer &L, co
     int top = 0;
     pk_topk(a, s, l, z, top);
     pk_mark(a, l, 3);
-    /* the warp's first rows asked for before the norm of h2, so that they fly while the
-     * block normalizes (the norm waits for nothing: its weights landed above) */
-    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
+    uint8_t *buf = s.wb + w * PK_WB, *early = buf + 8 * fcap;
+    uint64_t *mbe = s.mb + PK_WARPS + w, *mbl = s.mb + 2 * PK_WARPS + w;
     bool pre = false;
-    if (gw < a.K * ngo) {
-        const int k = gw / ngo, o0 = 4 * (gw % ngo), nv = min(4, F - o0), e = s.sel[k];
-        const unsigned m = (1u << nv) - 1u;
-        pre = pk_issue_pipe<FAM, 8, PK_FPIPE>(tg, PkFRows{wg + ((size_t)e * F + o0) * rbg, wu + ((size_t)e * F + o0) * rbu, rbg, rbu}, m | (m << 4), rbg,
-                                            a.E, buf, pk_stamp(a, l, 8));
+    if ((int)blockIdx.x < nit) {
+        const PkItem I = pk_item(a, f, s, blockIdx.x);
+        const unsigned m = (1u << I.nv) - 1u;
+        if (I.nv) pre = pk_issue_pipe<FAM, 8, PK_FPIPE>(tg, I.wp, m | (m << 4), rbg, a.E, buf, pk_stamp(a, l, 8), fcap);
+        pk_slab_issue(I.slab, min(dpr, rpw), cb, early, mbe);
     }
     const float rs = norm_xq(s.xr, s.ssp, gridDim.x, a.E, a.eps, s.xsf, s.xs, s.xds);
     pk_mark(a, l, 2);
     pk_topk_w(a, s, rs, top);
-    for (int g = gw; g < a.K * ngo; g += NW) {
-        const int k = g / ngo, o0 = 4 * (g % ngo), nv = min(4, F - o0), e = s.sel[k];
-        const PkFRows wp{wg + ((size_t)e * F + o0) * rbg, wu + ((size_t)e * F + o0) * rbu, rbg, rbu};
-        const unsigned m = (1u << nv) - 1u;
-        float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 8, PK_W, PK_FPIPE>(tg, wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, g == gw && pre, g == gw ? pk_stamp(a, l, 8) : nullptr);
-        if (g == gw) pk_mark(a, l, 4);
-        if (lane < nv) a.h[(size_t)k * a.Fpad + o0 + lane] = res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane];
-        /* the warp completing a group of 32 outputs quantizes it for G (as the rope in A) */
-        const int grp = k * (a.Fpad / 32) + o0 / 32;
-        if (warp_completes(a.qcnt + grp, (unsigned)nv, 32u))
-            warp_quant2(__ldcg(a.h + (size_t)grp * 32 + lane), a.hq + (size_t)grp * 32, (float2 *)a.hd + grp);
+    for (int it = blockIdx.x; it < nit; it += gridDim.x) {
+        const bool first = it == (int)blockIdx.x;
+        const PkItem I = pk_item(a, f, s, it);
+        if (!first) pk_slab_issue(I.slab, min(dpr, rpw), cb, early, mbe);
+        float *res = s.res + w * PK_MAXK;
+        if (I.nv) {
+            const unsigned m = (1u << I.nv) - 1u;
+            pk_rows<FAM, 8, PK_W, PK_FPIPE>(tg, I.wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, first && pre, first ? pk_stamp(a, l, 8) : nullptr,
+                                            fcap);
+        }
+        if (first) pk_mark(a, l, 4);
+        if (lane < 4) s.hc[4 * w + lane] = lane < I.nv ? res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane] : 0.f;
+        /* the pipe's slots are free: the rows that did not fit beside it, into them */
+        int r0 = min(dpr, rpw), n1 = min(rpw - r0, 8 * fcap / cb / 16 * 16);
+        __syncwarp();
+        pk_slab_issue(I.slab + (size_t)r0 * cb, n1, cb, buf, mbl);
+        __syncthreads();
+        if (first) pk_mark(a, l, 16);
+        if (w < 2) warp_quant2(s.hc[32 * w + lane], s.hcq + 32 * w, s.hcd + w);
+        __syncthreads();
+        if (first) pk_mark(a, l, 17);
+        int hq[16];
+#pragma unroll
+        for (int i = 0; i < 16; i++) hq[i] = ((const int *)s.hcq)[i];
+        const float2 h0 = s.hcd[0], h1 = s.hcd[1];
+        const float wk = s.selw[I.k];
+        if (r0 > 0) {
+            mb_wait((uint32_t)__cvta_generic_to_shared(mbe), fph & 1u);
+            fph ^= 1u;
+            pk_slab_dot<FAM>(td, a, early, 0, r0, hq, h0, h1, wk);
+        }
+        if (first) pk_mark(a, l, 18);
+        if (n1 == 0 && r0 < rpw) {   /* the pipe's slots too small for 16 rows (narrow models): the rest after the early rows */
+            n1 = min(rpw - r0, PK_WB / cb / 16 * 16);
+            __syncwarp();
+            pk_slab_issue(I.slab + (size_t)r0 * cb, n1, cb, buf, mbl);
+        }
+        /* then the rest, a buffer at a time (a warp's share wider than the buffer: n_embd > 2,048) */
+        while (n1 > 0) {
+            mb_wait((uint32_t)__cvta_generic_to_shared(mbl), (fph >> 1) & 1u);
+            fph ^= 2u;
+            pk_slab_dot<FAM>(td, a, buf, r0, n1, hq, h0, h1, wk);
+            r0 += n1;
+            n1 = min(rpw - r0, PK_WB / cb / 16 * 16);
+            __syncwarp();
+            pk_slab_issue(I.slab + (size_t)r0 * cb, n1, cb, buf, mbl);
+        }
+        if (it + (int)gridDim.x < nit) __syncthreads();   /* s.hc, s.hcq are the next item's */
     }
     pk_mark(a, l, 5);
-}
-
-/* G: h (int8, F's tail) staged by every block, then per output row the K experts' down
- * rows at once (each against its own h), weighted in expert order, + residual. */
-struct PkDRows {   /* expert slot k's row: its down weight's output row, from the top-k in shared memory */
-    const uint8_t *w;   /* the output row of expert 0 */
-    const int *sel;
-    size_t es;          /* bytes an expert */
-    int K;
-    __device__ __forceinline__ const uint8_t *operator[](int k) const { return w + (size_t)sel[k < K ? k : 0] * es; }
-};
-__device__ __forceinline__ PkDRows pk_down_rows(const PArgs &a, const PLayer &L, const PSmem &s, int row) {
-    return PkDRows{L.w[PW_D] + (size_t)row * L.rb[PW_D], s.sel, (size_t)a.E * L.rb[PW_D], a.K};
-}
-template <int FAM> __device__ void pk_pre_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw) {
-    if (gw >= a.E) return;
-    const PkDRows wp = pk_down_rows(a, L, s, gw);
-    /* paced, at most 2 rows a warp in flight, so that the window's 7-10 MB are never all
-     * queued at once (rows_pipe's reason): the barrier's pass waited for the copies' issue
-     * anyway, and the next layer's start no longer sits behind them (G 4.1 -> 3.6 us, A 6.2
-     * -> 5.7, tg128 +1.0-1.3% on the H100, bench/NOTES.md P91) */
-    constexpr int Q = 2;
-    const size_t nb = pk_chunk0<FAM, PK_MAXK>(L.t[PW_D], L.rb[PW_D]);
-    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
-#pragma unroll 1
-    for (int r = 0; r < PK_MAXK; r++) {
-        if (r >= Q) cp_async_wait_group<Q - 1>();
-        row_issue16<true>(wp[r], nb, buf + r * PK_CAP(PK_MAXK), r < a.K && nb);
-        cp_async_commit();
+    if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) {   /* when thread 0's adds are performed */
+        __threadfence();
+        pk_mark(a, l, 19);
     }
-}
-template <int FAM> __device__ void pk_down(const PArgs &a, const PLayer &L, const PSmem &s, int gw, int NW) {
-    const int lane = threadIdx.x % WARP, F = L.F;
-    const float x0 = lane == 0 && gw < a.E ? __ldcg(a.h2 + gw) : 0.f;   /* the first row's residual (D's h2), early (as in pk_oproj) */
-    stage_x(a.hq, a.hd, a.K * a.Fpad, s.hs, (float *)s.hds, threadIdx.x, blockDim.x, true);
-    __syncthreads();
-    uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
-    const unsigned ok = (1u << a.K) - 1u;
-    for (int row = gw; row < a.E; row += NW) {
-        const PkDRows wp = pk_down_rows(a, L, s, row);
-        float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, PK_MAXK, 0>(L.t[PW_D], wp, ok, L.rb[PW_D], F, s.hs, s.hds, a.Fpad, res, buf, row == gw);
-        if (lane == 0) {
-            float tot = 0.f;
-            for (int k = 0; k < a.K; k++) tot += s.selw[k] * res[k];
-            a.x[row] = (row == gw ? x0 : __ldcg(a.h2 + row)) + tot;
-        }
-    }
+    if (blockIdx.x == 0 && w == 1) pk_rec_p(a, s, l);
 }
 
 /* H: the output head, PK_HR rows a group; the argmax reduced over the group's rows before
@@ -3377,7 +3574,7 @@ template <int T> __device__ void pk_head_pipe(const PArgs &a, const PSmem &s, in
     if (lane == 0 && key) atomicMax(a.amax, key);
 }
 template <int FAM> __device__ void pk_head(const PArgs &a, const PSmem &s, int gw, int NW) {
-    pk_norm(a.x, a.E, a.eps, s.xsf, s.xs, s.xds, true);
+    pk_norm(a.nl ? a.h2 : a.x, a.nl ? a.acc : nullptr, a.E, a.eps, s.xsf, s.xs, s.xds, true);
     const int lane = threadIdx.x % WARP;
     uint8_t *buf = s.wb + (threadIdx.x / WARP) * PK_WB;
     float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
@@ -3413,20 +3610,22 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         s.xds = (float2 *)p; p += xp / 4;
         s.xsf = (float *)p; p += 4 * (size_t)a.E;
         s.xr = (float *)p; p += 4 * (size_t)a.E;
-        s.hs = (int8_t *)p; p += xs_bytes((size_t)a.K * a.Fpad);
-        s.hds = (float2 *)p; p += (size_t)a.K * a.Fpad / 4;
+        s.hc = (float *)p; p += 4 * 64;
+        s.hcq = (int8_t *)p; p += 64;
+        s.hcd = (float2 *)p; p += 16;
         s.lg = (float *)p; p += 4 * (size_t)((a.ne + 3) / 4 * 4);
         s.sel = (int *)p; p += 4 * PK_MAXK;
         s.selw = (float *)p; p += 4 * PK_MAXK;
         s.res = (float *)p; p += 4 * PK_WARPS * PK_MAXK;
         s.ssp = (float *)p; p += 4 * PK_SSMAX;
-        s.mb = (uint64_t *)(p + (-(uintptr_t)p & 7)); p += 8 + 8 * PK_WARPS;
+        s.mb = (uint64_t *)(p + (-(uintptr_t)p & 7)); p += 8 + 8 * 3 * PK_WARPS;
         s.wb = p + (-(uintptr_t)p & 63);   /* aligned by an offset, not through an integer cast: the rows staged here stay known as shared memory, so their loads compile to LDS instead of generic loads */
     }
     /* a phase's groups go round the blocks first, so that every SM gets a share */
     const int gw = (threadIdx.x / WARP) * gridDim.x + blockIdx.x, NW = gridDim.x * PK_WARPS;
     const int pos = *a.pos_dev;
     unsigned nb = 0, nt = 0;   /* phase ends (the profile's rows), grid barriers */
+    unsigned fph = 0;          /* the phases of pk_ffn's mbarriers waited on (bit 0 the early rows', bit 1 the late) */
     if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x] = gtimer();
 #define PK_SYNC(BETWEEN) PK_SYNC_SS(nullptr, BETWEEN)
     /* and the block's partial sum of squares to SSQ (its warps' in s.res) */
@@ -3445,7 +3644,8 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) a.prof[(size_t)PK_PROF_MAXB * gridDim.x + nb + 1] = gtimer(); \
         nb++;                                   \
     } while (0)
-    if (threadIdx.x % WARP == 0) mb_init((uint32_t)__cvta_generic_to_shared(s.mb + threadIdx.x / WARP));   /* pk_pre_qkv's */
+    if (threadIdx.x % WARP == 0)   /* pk_pre_qkv's, pk_ffn's two */
+        for (int i = 0; i < 3; i++) mb_init((uint32_t)__cvta_generic_to_shared(s.mb + i * PK_WARPS + threadIdx.x / WARP));
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     __syncthreads();
     pk_pre_qkv<FAM>(a, a.L[0], s, gw);
@@ -3465,10 +3665,13 @@ template <int FAM, int AM> __global__ void __launch_bounds__(PK_THREADS, 1) k_pe
         pk_oproj<FAM>(a, L, s, l, gw, NW);
         PK_SYNC_SS(a.ssq, pk_pre_ffn(a, L, s));
         PK_SKIP();   /* E: no phase of its own (the router in D, the norm in F); its profile row stays */
-        pk_gateup<FAM>(a, L, s, l, gw, NW);
-        PK_SYNC(pk_pre_down<FAM>(a, L, s, gw); if (blockIdx.x == 0 && threadIdx.x / WARP == 1) pk_rec_p(a, s, l));
-        pk_down<FAM>(a, L, s, gw, NW);
+        pk_ffn<FAM>(a, L, s, l, fph);
+        PK_SKIP();   /* F ends without a barrier: G's row is the barrier to the next layer */
         if (l + 1 < a.nl) PK_SYNC(pk_pre_qkv<FAM>(a, a.L[l + 1], s, gw));
+    }
+    if (!a.head && a.nl) {   /* the step's x for the host's head: h2 + acc, once every block's F is in */
+        PK_SYNC((void)0);
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < a.E / 4; i += gridDim.x * blockDim.x) ((float4 *)a.x)[i] = pk_x4(a.h2, a.acc, i);
     }
     if (a.head) {
         PK_SYNC(pk_pre_head<FAM>(a, s, gw));
@@ -3907,8 +4110,11 @@ struct GpuModel {
     int pk_fam;              /* the type family its instantiation serves (PK_FAM0..) */
     size_t pk_smem_bytes;
     PLayer *d_pl;
-    unsigned *pk_bar, *pk_qcnt;
+    unsigned *pk_bar;
     float *pk_ssx;
+    long long *pk_acc;       /* PArgs.acc */
+    uint8_t *pk_slab;        /* every layer's down weight as slabs (k_slab) */
+    size_t pk_bytes;         /* the persistent kernel's own weights (folded router, slabs), for the VRAM count */
     float *pk_ssq;   /* [PK_SSMAX]: PArgs.ssq */
     float *rpart, *h2;       /* k_persist: the router's pieces (rpart[piece][expert]); D's x + W_o a */
     __half *pk_wx;           /* the router folded into D (pk_fold_setup): [layer][ne][E] f16 */
@@ -3966,6 +4172,7 @@ static int pk_fold_setup(GpuModel *g, char *err, size_t errlen) {
     int rc = 0;
     CK(cudaMalloc(&g->pk_wx, sizeof(__half) * (size_t)c.n_layer * NE * E));
     CK(cudaMalloc(&g->pk_mr, sizeof(__half) * (size_t)c.n_layer * NE * Q));
+    g->pk_bytes += sizeof(__half) * (size_t)c.n_layer * NE * ((size_t)E + Q);
     CK(cudaMalloc(&wo16, sizeof(__half) * (size_t)E * Q));
     const float one = 1.f, zero = 0.f;
     for (int l = 0; l < c.n_layer && !rc; l++) {
@@ -4000,7 +4207,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
     CK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
     CK(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev));
     CK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    g->pk_smem_bytes = pk_smem(c.n_embd, g->qdim, c.n_expert, c.n_expert_used, g->Fpad);
+    g->pk_smem_bytes = pk_smem(c.n_embd, g->qdim, c.n_expert);
     if (env && !strcmp(env, "0")) why = "QWEN3MOE_PERSIST=0";
     else if (!g->use_q8 || g->old_mmv) why = "QWEN3MOE_MMV set";
     else if (c.head_dim != PK_D) why = "head_dim is not 128";
@@ -4057,11 +4264,32 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
             else g->pk_chunked = (int)std::min(v, (long)PK_DSUB);   /* AM_ONE's items stage PK_DSUB positions at most */
         }
     }
+    /* F's pipe and slab geometry per layer (pk_ffn): a gate/up row a pipe slot, the slab
+     * rows that fit beside the pipe staged early, the rest in the pipe's room once it is done */
+    std::vector<int> fcap(c.n_layer), dpr(c.n_layer);
+    size_t slab_bytes = 0;
+    for (int l = 0; l < c.n_layer && !why; l++) {
+        const DLayer &L = g->L[l];
+        const int cb = slab_cb(L.down.type), rpw = c.n_embd / PK_WARPS;
+        const size_t need = (L.gate.rb + 31 + 15) / 16 * 16;   /* pipe_fits' */
+        fcap[l] = (int)(((size_t)(PK_FPIPE + 1) * need + 7) / 8 + 15) / 16 * 16;
+        if (8 * fcap[l] > PK_WB) fcap[l] = PK_CAP(8);   /* no pipe: rows_qp stages the rows in chunks, and the slab rows wait */
+        dpr[l] = std::min(rpw, (PK_WB - 8 * fcap[l]) / std::max(cb, 1) / 16 * 16);
+        if (!cb) why = "a down weight type without a slab layout";
+        slab_bytes += (size_t)c.n_expert * ((L.F + 63) / 64) * c.n_embd * cb;
+    }
+    if (!why && cudaMalloc(&g->pk_slab, slab_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        g->pk_slab = nullptr;
+        why = "no device memory for the down weights as slabs";
+    }
+    if (!why) g->pk_bytes += slab_bytes;
     if (why) {
         snprintf(g->persist_why, sizeof g->persist_why, "%s", why);
         return 0;
     }
     std::vector<PLayer> pl(c.n_layer);
+    uint8_t *slab = g->pk_slab;
     for (int l = 0; l < c.n_layer; l++) {
         const DLayer &L = g->L[l];
         const DT *ws[7] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
@@ -4071,11 +4299,17 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
         p.kc = g->kc + (size_t)l * g->n_ctx * g->kvdim;
         p.vc = g->vc + (size_t)l * g->n_ctx * g->kvdim;
         p.F = L.F;
+        const int cb = slab_cb(L.down.type);
+        const size_t n = (size_t)c.n_expert * ((L.F + 63) / 64) * c.n_embd;
+        k_slab<<<(unsigned)((n + 255) / 256), 256, 0, g->st>>>(L.down.p, L.down.type, L.down.rb, L.F, c.n_embd, c.n_expert, slab);
+        CK(cudaGetLastError());
+        p.ds = slab; p.dcb = cb; p.dpr = dpr[l]; p.fcap = fcap[l];
+        slab += n * cb;
     }
+    CK(cudaStreamSynchronize(g->st));
     CK(cudaMalloc(&g->d_pl, sizeof(PLayer) * c.n_layer));
     CK(cudaMemcpy(g->d_pl, pl.data(), sizeof(PLayer) * c.n_layer, cudaMemcpyHostToDevice));
     if (pk_fold_setup(g, err, errlen)) return 1;
-    CK(cudaMemset(g->pk_qcnt, 0, sizeof(unsigned) * c.n_expert_used * (g->Fpad / 32)));
     if (getenv("QWEN3MOE_PERSIST_PROF") && PK_PHASES * c.n_layer + 1 < PK_PROF_MAXB - 1 && PK_MARKS * c.n_layer <= PK_PROF_MAXB) {   /* barrier rows, then the head's end row */
         const size_t n = (size_t)PK_PROF_MAXB * (g->pk_grid + 2);
         CK(cudaMalloc(&g->pk_prof, n * sizeof(unsigned long long)));
@@ -4094,12 +4328,12 @@ static int launch_persist(GpuModel *g, int am, char *err, size_t errlen) {
     memset(&a, 0, sizeof a);
     a.L = g->d_pl;
     a.nl = c.n_layer; a.E = c.n_embd; a.nh = c.n_head; a.nkv = c.n_head_kv; a.qdim = g->qdim; a.kvdim = g->kvdim;
-    a.ne = c.n_expert; a.K = c.n_expert_used; a.Fpad = g->Fpad; a.nch = std::max(g->nch, 64);
+    a.ne = c.n_expert; a.K = c.n_expert_used; a.nch = std::max(g->nch, 64);
     a.eps = c.rms_eps; a.theta_scale = g->theta_scale; a.scale = 1.0f / sqrtf((float)c.head_dim);
-    a.x = g->x; a.qkv = g->qkv; a.part = g->part; a.rpart = g->rpart; a.h = g->h;
-    a.h2 = g->h2; a.rwx = g->pk_wx; a.rmr = g->pk_mr;
-    a.aq = g->xq; a.ad = g->xd; a.hq = g->hq; a.hd = g->hd;
-    a.bar = g->pk_bar; a.kvc = g->pk_bar + 1; a.ssx = g->pk_ssx; a.qcnt = g->pk_qcnt;
+    a.x = g->x; a.qkv = g->qkv; a.part = g->part; a.rpart = g->rpart;
+    a.h2 = g->h2; a.acc = g->pk_acc; a.rwx = g->pk_wx; a.rmr = g->pk_mr;
+    a.aq = g->xq; a.ad = g->xd;
+    a.bar = g->pk_bar; a.kvc = g->pk_bar + 1; a.ssx = g->pk_ssx;
     a.ssq = g->pk_ssq;
     a.pos_dev = g->d_io + 1;
     a.rec = g->rec; a.recp = g->recp; a.force = g->d_force; a.force_on = g->d_force_on;
@@ -4176,7 +4410,7 @@ static void plan_scratch(GpuModel *g, Bump &b) {
     g->pk_bar = b.take<unsigned>(1 + (size_t)c.n_head_kv);
     g->pk_ssx = b.take<float>(2 * ((size_t)nh + c.n_head_kv));
     g->pk_ssq = b.take<float>(PK_SSMAX);
-    g->pk_qcnt = b.take<unsigned>((size_t)K * g->Fpad / 32);
+    g->pk_acc = b.take<long long>(E);
     g->rpart = b.take<float>((size_t)NE * pk_rpieces(E, g->qdim));
     /* prefill, NB_MAX tokens */
     const size_t NB = NB_MAX, S = NB * K;
@@ -4234,7 +4468,7 @@ static void persist_prof_report(GpuModel *g) {
     std::vector<unsigned long long> h((size_t)PK_PROF_MAXB * (G + 2));
     if (cudaMemcpy(h.data(), g->pk_prof, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost) != cudaSuccess) return;
     const unsigned long long *pass = h.data() + (size_t)PK_PROF_MAXB * G;   /* pass[0] = start, pass[b+1] = barrier b passed */
-    static const char *names[P] = {"A norm+qkv+rope", "B attention", "C combine", "D o-proj", "E (in D and F)", "F topk+gate/up", "G down"};
+    static const char *names[P] = {"A norm+qkv+rope", "B attention", "C combine", "D o-proj", "E (in D and F)", "F topk+gate/up+down", "G (F's barrier)"};
     double work[P] = {0}, wait[P] = {0}, spread[P] = {0};
     for (int b = 0; b < nbar; b++) {
         unsigned long long mx = 0, mn = ~0ull;
@@ -4255,7 +4489,7 @@ static void persist_prof_report(GpuModel *g) {
     static const struct { int mark, phase; const char *what; } mk[] = {
         {6, 0, "A: norm"}, {11, 0, "rows landed"}, {7, 0, "first rows"},
         {0, 5, "F: logits"}, {1, 5, "ranks"}, {3, 5, "top-k"}, {8, 5, "rows asked"}, {2, 5, "norm"}, {9, 5, "first row landed"},
-        {4, 5, "first group done"}, {5, 5, "done"},
+        {4, 5, "gate/up done"}, {16, 5, "h"}, {17, 5, "h int8"}, {18, 5, "dots"}, {5, 5, "done"}, {19, 5, "fenced"},
         {12, 1, "B (item 0's block): q"}, {13, 1, "staged"}, {14, 1, "max"}, {15, 1, "PV"}};
     fprintf(stderr, "  block 0, warp 0, us into the phase:");
     for (const auto &k : mk) {
@@ -4292,6 +4526,7 @@ extern "C" void gpu_free(GpuModel *g) {
     cudaFree(g->sarena);
     cudaFree(g->d_pl);
     cudaFree(g->pk_wx);
+    cudaFree(g->pk_slab);
     cudaFree(g->pk_mr);
     cudaFree(g->logits_all);
     cudaFreeHost(g->h_io);
@@ -4533,7 +4768,7 @@ extern "C" int gpu_info(GpuModel *g, GpuInfo *info) {
     if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return -1;
     snprintf(info->name, sizeof info->name, "%s", p.name);
     info->vram_total = p.totalGlobalMem;
-    info->vram_used_model = g ? g->warena_bytes + g->sarena_bytes + (g->logits_all ? g->logits_all_rows * g->c.n_vocab * 4 : 0) : 0;
+    info->vram_used_model = g ? g->warena_bytes + g->sarena_bytes + g->pk_bytes + (g->logits_all ? g->logits_all_rows * g->c.n_vocab * 4 : 0) : 0;
     if (g && g->persist)
         snprintf(info->decode, sizeof info->decode, "persistent kernel, %d blocks, %s, attention chunked from position %d", g->pk_grid, pk_fam_name[g->pk_fam],
                  g->pk_chunked);
