@@ -1835,16 +1835,19 @@ static DownKernel down2_kernel(int tt) {
  * could not overlap a phase's weight reads with the tail of the one before (the next
  * kernel's blocks do not fit beside the current one's registers and shared memory);
  * here, between arriving at a barrier and passing it, each warp asks L2 for the weight
- * rows of its next phase, so the DRAM round trip overlaps the wait. Per layer:
- *   A  RMSNorm (every block) + q/k/v matvec; a q or k head on a pair of blocks, which
- *      exchange one sum of squares, normalize and rotate it (q to qkv, k into the cache);
- *      v's rows on the other blocks, straight into the cache
- *   B  attention partials, (KV head, query-head group, chunk) per 4 warps
- *   C  chunk merge per head, int8 output
- *   D  o-proj + residual
- *   E  RMSNorm + router logits (partials per 256 columns)
- *   F  top-k (every block, the same), gate+up+SwiGLU of the K experts
- *   G  down of the K experts, weighted, + residual (warp per output row: fixed order)
+ * rows of its next phase, so the DRAM round trip overlaps the wait. Per layer (a row of
+ * QWEN3MOE_PERSIST_PROF's report each):
+ *   A  RMSNorm (every block) + q/k/v matvec; a q or k head half a block, which writes
+ *      rope(x w) unscaled and its sum of squares; v's rows on the other blocks, straight
+ *      into the cache
+ *   B  attention block items (KV head, group of 8 query heads[, chunk]), each waiting on a
+ *      count of its own KV head's q/k/v parts instead of a grid barrier; they scale q and k
+ *   C  chunk merge per head (from position 256 on; below it the items write the output)
+ *   D  o-proj + residual into h2, and the folded router's logit pieces on the idle warps
+ *   E  (no phase: the router is in D, its norm in F)
+ *   F  top-k (every block, the same), gate+up+SwiGLU of the K experts and, per 64 of their
+ *      outputs, the down projection's matching slab columns added into acc (x = h2 + acc)
+ *   G  (no phase: the barrier to the next layer)
  * and after the last layer, H: RMSNorm + the output head + argmax (a head of the family's types).
  * It serves the weights of llama.cpp's Q4_K_M, Q8_0 and Q4_0 mixes, one instantiation per
  * type family (PK_FAM0..2), with int8 activations and heads of 128 (all Qwen3-MoE models);
@@ -2078,39 +2081,6 @@ template <> struct QW<GGML_TYPE_Q6_K> {
     }
 };
 
-/* 16 bytes at a 2-byte aligned shared-memory address, as ld8_a2 (reads up to 4 past) */
-__device__ __forceinline__ uint4 ld16_a2(const uint8_t *p) {
-    const uint32_t *w = (const uint32_t *)(p - ((uintptr_t)p & 3));
-    const uint32_t sh = ((uint32_t)(uintptr_t)p & 3u) * 8u;
-    const uint32_t a = w[0], b = w[1], c = w[2], d = w[3], e = w[4];
-    return make_uint4(__funnelshift_r(a, b, sh), __funnelshift_r(b, c, sh), __funnelshift_r(c, d, sh), __funnelshift_r(d, e, sh));
-}
-/* Q6_K with 4 lanes a superblock (rows_own): lane j takes half h = j/2 and columns
- * l0 = 16 (j%2) .. +16 of its four quarters, one 6-bit-scale group each (64 weights) */
-struct QW6K4 {
-    struct X { int4 x[4]; float d[4]; int s[4]; };
-    static __device__ __forceinline__ void x(const int8_t *xq, int xe, const float2 *xd, int sb, int j, X &v) {
-        const int h = j >> 1, l0 = 16 * (j & 1);
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            v.x[k] = XQ(sb * 256 + 128 * h + 32 * k + l0);
-            v.d[k] = xd[sb * 8 + 4 * h + k].x;
-            v.s[k] = dp4a_sum(v.x[k].x) + dp4a_sum(v.x[k].y) + dp4a_sum(v.x[k].z) + dp4a_sum(v.x[k].w);   /* the offset's: the lane's own 16 */
-        }
-    }
-    static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {
-        const int h = j >> 1, l0 = 16 * (j & 1), is = j & 1;
-        const uint4 qa = ld16_a2(b + 64 * h + l0), qb = ld16_a2(b + 64 * h + 32 + l0), qh = ld16_a2(b + 128 + 32 * h + l0);
-        const uint2 sc = ld8_a2(b + 192 + 8 * h);
-        int v0 = 0, v1 = 0, v2 = 0, v3 = 0;
-        q6_word(qa.x, qb.x, qh.x, v.x[0].x, v.x[1].x, v.x[2].x, v.x[3].x, v0, v1, v2, v3);
-        q6_word(qa.y, qb.y, qh.y, v.x[0].y, v.x[1].y, v.x[2].y, v.x[3].y, v0, v1, v2, v3);
-        q6_word(qa.z, qb.z, qh.z, v.x[0].z, v.x[1].z, v.x[2].z, v.x[3].z, v0, v1, v2, v3);
-        q6_word(qa.w, qb.w, qh.w, v.x[0].w, v.x[1].w, v.x[2].w, v.x[3].w, v0, v1, v2, v3);
-        return q6_total(b, sc, is, v.d, v.s, v0, v1, v2, v3);
-    }
-};
-
 /* The 32-wide types, 8 blocks a 256-weight superblock: lane j takes block j whole (its
  * 32 quants at a 2-byte aligned offset, read with ld8_a2) */
 template <> struct QW<GGML_TYPE_Q8_0> {
@@ -2181,33 +2151,6 @@ __device__ __forceinline__ void warp_sum2(float &a, float &b) {   /* two indepen
 template <class WP>
 __device__ __forceinline__ const uint8_t *staged_row(const uint8_t *buf, int r, int cap, const WP &wp, size_t cb0) {
     return buf + r * cap + (int)((uintptr_t)(wp[r] + cb0) & 15) - (int)cb0;
-}
-/* Rows that each have their own x (G: an expert's down row against its own h), up to 8,
- * by a 4-lanes-a-superblock dot Q (QW4K, QW6K4) of SB-byte superblocks: lane l takes row
- * l / 4 and chunk l % 4 of each superblock [it0, it1) in turn, then 2 shuffles sum a row.
- * Rows 768 wide (3 superblocks) keep every lane busy, where the pair loop's 8 lanes a
- * superblock left a quarter idle and reduced over the whole warp per pair. Adds row r's
- * total to res[r] (it0 > 0) or sets it. */
-template <typename Q, int SB, class WP>
-__device__ __forceinline__ void rows_own(const WP &wp, int R, unsigned ok, size_t cb0, const int8_t *xq, const float2 *xd, int xstr, int it0,
-                                         int it1, float *res, const uint8_t *buf, int cap) {
-    const int lane = threadIdx.x % WARP, r = lane / 4, j = lane % 4;
-    const bool on = r < R && ((ok >> r) & 1);
-    float a = 0.f;
-    if (on) {
-        const uint8_t *sr = staged_row(buf, r, cap, wp, cb0);
-        const int xe = r * xstr;
-        const float2 *d = xd + xe / 32;
-#pragma unroll 1
-        for (int it = it0; it < it1; it++) {
-            typename Q::X xv;
-            Q::x(xq, xe, d, it, j, xv);
-            a += Q::dot(sr + it * SB, j, xv);
-        }
-    }
-    a += __shfl_xor_sync(0xffffffffu, a, 1);
-    a += __shfl_xor_sync(0xffffffffu, a, 2);
-    if (on && j == 0) res[r] = (it0 ? res[r] : 0.f) + a;
 }
 /* Rows that share one x (A, D, F, H), R of them (2, 4, 8): a lane loads its x of a
  * superblock once for all R rows (the pair loop reloaded it per pair), keeps the R row sums
@@ -2312,32 +2255,29 @@ __device__ __forceinline__ void rows_pipe(const WP &wp, unsigned ok, size_t rb, 
     }
     __syncwarp();
 }
-/* The dot a phase uses for type T: W = 4 takes QW4K for Q4_K (rows >= 2048 wide), W = 0
- * rows_own for Q4_K / Q6_K rows with their own x (G); every other case the 8-lane QW<T> */
+/* The dot a phase uses for type T: W = 4 takes QW4K for Q4_K (rows >= 2048 wide); every
+ * other case the 8-lane QW<T> */
 template <int T, int W> struct QWsel { using Q = QW<T>; enum { L = 8 }; };
 template <> struct QWsel<GGML_TYPE_Q4_K, 4> { using Q = QW4K; enum { L = 4 }; };
 /* pre: the first chunk's copies were issued already (pk_issue, the same arguments).
  * T: a type with a wide dot (QW<T>::OK). Row r's total goes to res[r] (the warp's
- * shared slots; read them after __syncwarp). xstr == 0: the rows share x (rows_shx).
- * xstr != 0: row r has its own x, elements r * xstr on (scales xd + r * xstr / 32), by
- * rows_own for Q4_K / Q6_K and otherwise two rows at a time (two independent sums) in a
- * rolled loop: the persistent kernel must
- * stay small for the instruction cache, which a fully unrolled R x dot per phase and type
- * overflowed. (One non-inlined copy for all phases was smaller still, 150 KB against
+ * shared slots; read them after __syncwarp). The rows share x (rows_shx), in a rolled
+ * loop: the persistent kernel must stay small for the instruction cache, which a fully
+ * unrolled R x dot per phase and type overflowed. (One non-inlined copy for all phases was smaller still, 150 KB against
  * 230, but its calls spilled: 337 against 354 tok/s.) stamp (QWEN3MOE_PERSIST_PROF, else
  * null): lane 0 writes the time its first copies were issued, and when they landed. xq,
  * xd: x in the staging layout (xs_at, a float2 of scale and scale x sum per 32). */
 template <int T, int W, int R, int PIPE = 0, class WP>
 __device__ __forceinline__ void rows_qp(const WP &wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
-                                      int xstr, float *res, uint8_t *buf, int cap, bool pre, unsigned long long *stamp) {
+                                      float *res, uint8_t *buf, int cap, bool pre, unsigned long long *stamp) {
     using Q = typename QWsel<T, W>::Q;
     constexpr int L = QWsel<T, W>::L;   /* lanes a superblock */
-    const int lane = threadIdx.x % WARP, j = lane % L;
+    const int lane = threadIdx.x % WARP;
     const int SB = stage_sb<T>(), niter = ncols / 256;
     const int ipc = stage_ipc<5>(SB, cap);
     if constexpr (PIPE > 0) {
         const int slot = pipe_slot<PIPE>(R * cap);
-        if (!xstr && pipe_fits(niter, SB, slot)) {   /* a whole row in a slot (pre: pk_issue_pipe's) */
+        if (pipe_fits(niter, SB, slot)) {   /* a whole row in a slot (pre: pk_issue_pipe's) */
             rows_pipe<Q, L, R, PIPE>(wp, ok, rb, xq, xd, niter, SB, res, buf, slot, pre, stamp);
             return;
         }
@@ -2351,50 +2291,14 @@ __device__ __forceinline__ void rows_qp(const WP &wp, unsigned ok, size_t rb, in
         cp_async_wait_all();
         __syncwarp();
         if (stamp && lane == 0 && it0 == 0) stamp[1] = gtimer();
-        if constexpr ((T == GGML_TYPE_Q4_K || T == GGML_TYPE_Q6_K) && W == 0) {
-            if (xstr && R <= WARP / 4) {   /* rows with their own x (G): 4 lanes a row, all rows at once */
-                if constexpr (T == GGML_TYPE_Q4_K) rows_own<QW4K, 144>(wp, R, ok, cb0, xq, xd, xstr, it0, it1, res, buf, cap);
-                else rows_own<QW6K4, 210>(wp, R, ok, cb0, xq, xd, xstr, it0, it1, res, buf, cap);
-                __syncwarp();
-                continue;
-            }
-        }
-        if (!xstr) {
-            rows_shx<Q, L, R>(wp, ok, cb0, xq, xd, it0, it1, SB, res, buf, cap);
-            __syncwarp();
-            continue;
-        }
-#pragma unroll 1
-        for (int r = 0; r < R; r += 2) {
-            const bool ok0 = (ok >> r) & 1, ok1 = (ok >> (r + 1)) & 1;
-            const uint8_t *s0 = staged_row(buf, r, cap, wp, cb0);
-            const uint8_t *s1 = ok1 ? staged_row(buf, r + 1, cap, wp, cb0) : s0;
-            /* each row's own x: an invalid row reads row 0's instead, which exists
-             * (the loop stays free of branches around its loads; the result is dropped) */
-            const int xe0 = (ok0 ? r : 0) * xstr, xe1 = (ok1 ? r + 1 : 0) * xstr;
-            const float2 *d0 = xd + xe0 / 32, *d1 = xd + xe1 / 32;
-            float a0 = 0.f, a1 = 0.f;
-#pragma unroll 1
-            for (int it = it0 + lane / L; it < it1; it += WARP / L) {   /* superblock it per L lanes */
-                typename Q::X xv;
-                Q::x(xq, xe0, d0, it, j, xv);
-                if (ok0) a0 += Q::dot(s0 + it * SB, j, xv);
-                Q::x(xq, xe1, d1, it, j, xv);
-                if (ok1) a1 += Q::dot(s1 + it * SB, j, xv);
-            }
-            warp_sum2(a0, a1);
-            if (lane == 0) {
-                res[r] = (it0 ? res[r] : 0.f) + a0;
-                if (r + 1 < R) res[r + 1] = (it0 ? res[r + 1] : 0.f) + a1;
-            }
-        }
+        rows_shx<Q, L, R>(wp, ok, cb0, xq, xd, it0, it1, SB, res, buf, cap);
         __syncwarp();
     }
 }
 template <int FAM, int R, int W = 8, int PIPE = 0, class WP>
 __device__ __forceinline__ void pk_rows(int type, const WP &wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
-                                        int xstr, float *res, uint8_t *buf, bool pre = false, unsigned long long *stamp = nullptr, int cap = PK_CAP(R)) {
-#define PK_CASE(T) case T: rows_qp<T, W, R, PIPE>(wp, ok, rb, ncols, xq, xd, xstr, res, buf, cap, pre, stamp); break;
+                                        float *res, uint8_t *buf, bool pre = false, unsigned long long *stamp = nullptr, int cap = PK_CAP(R)) {
+#define PK_CASE(T) case T: rows_qp<T, W, R, PIPE>(wp, ok, rb, ncols, xq, xd, res, buf, cap, pre, stamp); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
 }
@@ -2686,7 +2590,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
         const uint8_t *wp[4] = {wt[0], wt[1], wt[2], wt[3]};
         const bool first = u == (int)blockIdx.x;
         if (first) pk_qkv_landed(s, l);
-        pk_rows<FAM, 4, PK_W>(L.t[seg], wp, 0xFu, L.rb[seg], a.E, s.xs, s.xds, 0, res, buf, first, first ? pk_stamp(a, l, 10) : nullptr);
+        pk_rows<FAM, 4, PK_W>(L.t[seg], wp, 0xFu, L.rb[seg], a.E, s.xs, s.xds, res, buf, first, first ? pk_stamp(a, l, 10) : nullptr);
         if (first) pk_mark(a, l, 7);
         __syncthreads();
         if (threadIdx.x < WARP) pk_rope(a, L, u / 2, u & 1, pos, s.res);
@@ -2696,7 +2600,7 @@ template <int FAM> __device__ void pk_qkv(const PArgs &a, const PLayer &L, const
     pk_v_warps(a, gw, vw, nvw);
     for (int vg = vw; vg >= 0 && vg < a.kvdim / 4; vg += nvw) {
         if (vg == vw && (int)blockIdx.x >= nu) pk_qkv_landed(s, l);
-        pk_rows<FAM, 4, PK_W>(L.t[PW_V], pk_v_rows(L, vg), 0xFu, L.rb[PW_V], a.E, s.xs, s.xds, 0, res, buf, vg == vw && (int)blockIdx.x >= nu);
+        pk_rows<FAM, 4, PK_W>(L.t[PW_V], pk_v_rows(L, vg), 0xFu, L.rb[PW_V], a.E, s.xs, s.xds, res, buf, vg == vw && (int)blockIdx.x >= nu);
         if (lane < 4) L.vc[(size_t)pos * a.kvdim + 4 * vg + lane] = __float2half(res[lane]);
         pk_kv_done(a, 4 * vg / PK_D);
     }
@@ -3102,7 +3006,7 @@ template <int FAM> __device__ void pk_oproj(const PArgs &a, const PLayer &L, con
         const PkPairRows wp = pk_o_rows(L, g);
         const unsigned ok = pk_o_ok(a, g);
         float *res = s.res + (threadIdx.x / WARP) * PK_MAXK;
-        pk_rows<FAM, 2, PK_W>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, 0, res, buf, g == gw);
+        pk_rows<FAM, 2, PK_W>(L.t[PW_O], wp, ok, L.rb[PW_O], a.qdim, s.xs, s.xds, res, buf, g == gw);
         if (lane == 0) {   /* the residual: x as A's norm read it (s.xr); F adds to acc from zero */
             const float h0 = s.xr[2 * g] + res[0];
             a.h2[2 * g] = h0;
@@ -3465,7 +3369,7 @@ template <int FAM> __device__ void pk_ffn(const PArgs &a, const PLayer &L, const
         float *res = s.res + w * PK_MAXK;
         if (I.nv) {
             const unsigned m = (1u << I.nv) - 1u;
-            pk_rows<FAM, 8, PK_W, PK_FPIPE>(tg, I.wp, m | (m << 4), rbg, a.E, s.xs, s.xds, 0, res, buf, first && pre, first ? pk_stamp(a, l, 8) : nullptr,
+            pk_rows<FAM, 8, PK_W, PK_FPIPE>(tg, I.wp, m | (m << 4), rbg, a.E, s.xs, s.xds, res, buf, first && pre, first ? pk_stamp(a, l, 8) : nullptr,
                                             fcap);
         }
         if (first) pk_mark(a, l, 4);
@@ -3586,7 +3490,7 @@ template <int FAM> __device__ void pk_head(const PArgs &a, const PSmem &s, int g
     }
     for (int g = gw; g * PK_HR < a.nvocab; g += NW) {
         const int row0 = g * PK_HR, nv = min(PK_HR, a.nvocab - row0);
-        pk_rows<FAM, PK_HR>(a.out_t, pk_out_rows<PK_HR>(a, g), g == gw ? (1u << PK_HR) - 1u : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, 0, res, buf, g == gw);
+        pk_rows<FAM, PK_HR>(a.out_t, pk_out_rows<PK_HR>(a, g), g == gw ? (1u << PK_HR) - 1u : (1u << nv) - 1u, a.out_rb, a.E, s.xs, s.xds, res, buf, g == gw);
         const float v = lane < nv ? res[lane] : 0.f;
         if (lane < nv) a.logits[row0 + lane] = v;
         unsigned long long key = lane < nv && v == v ? argmax_key(v, row0 + lane) : 0ull;
