@@ -3305,6 +3305,7 @@ __device__ __forceinline__ void pk_slab_issue(const uint8_t *p, int n, int cb, u
 template <int T>
 __device__ __forceinline__ void pk_slab_rows(const PArgs &a, const uint8_t *st, int r0, int n, const int *hq, float2 h0, float2 h1, float wk) {
     const int lane = threadIdx.x % WARP, row0 = (threadIdx.x / WARP) * (a.E / PK_WARPS) + r0;
+#pragma unroll 2   /* two rows' loads and dots in flight: fewer spills than rolled (36 / 84 bytes against 40 / 112), tg128 +0.7% */
     for (int r = lane; r < n; r += WARP) {
         const float v = slab_dot<T>(st + (size_t)r * slab_cb(T), hq, h0, h1) * wk;
         atomicAdd((unsigned long long *)(a.acc + row0 + r), (unsigned long long)__float2ll_rn(v * PK_FX));
