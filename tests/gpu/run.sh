@@ -114,7 +114,8 @@ fi
 LONG="$PROMPT"; for i in 1 2 3 4 5 6 7 8; do LONG="$LONG $PROMPT"; done
 for spec in "pk-tiny-q4_k|--preset tiny --type q4_k --seed 11" "pk-tiny-q6_k|--preset tiny --type q6_k --seed 12" \
             "pk-tiny-q8_0|--preset tiny --type q8_0 --seed 13" "pk-tiny-mix-q4_0|--preset tiny --mix q4_0 --seed 14" \
-            "pk-g16-q4_k_m|--layers 2 --embd 512 --heads 16 --heads-kv 1 --head-dim 128 --experts 16 --experts-used 8 --ff 256 --mix q4_k_m --seed 5"; do
+            "pk-g16-q4_k_m|--layers 2 --embd 512 --heads 16 --heads-kv 1 --head-dim 128 --experts 16 --experts-used 8 --ff 256 --mix q4_k_m --seed 5" \
+            "pk-tiny-q4_k-out-q8_0|--preset tiny --type q4_k --tensor-type ^output\.weight=q8_0 --seed 16"; do
     name=${spec%%|*} m=$LOG/${spec%%|*}.gguf
     if ! "$GEN" -q -o "$m" ${spec#*|} > /dev/null 2>&1; then nok "gen_model $name"; continue; fi
     "$Q" -m "$m" --parity --raw -p "$LONG" -n 12 > "$LOG/$name.parity.log" 2>&1; rc=$?
