@@ -2138,13 +2138,6 @@ __device__ __forceinline__ unsigned long long gtimer() {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
 }
-__device__ __forceinline__ void warp_sum2(float &a, float &b) {   /* two independent reductions, interleaved */
-#pragma unroll
-    for (int o = WARP / 2; o > 0; o >>= 1) {
-        a += __shfl_xor_sync(0xffffffffu, a, o);
-        b += __shfl_xor_sync(0xffffffffu, b, o);
-    }
-}
 /* Row r of a warp's staged chunk (bytes cb0.. of each row, copied from the 16-byte boundary
  * below wp[r] + cb0: rows_issue_p's layout), offset so that the row's superblock it (SB
  * bytes each, counted from the row's start) is at the result + it * SB */
@@ -3141,7 +3134,7 @@ __device__ void pk_rec_p(const PArgs &a, const PSmem &s, int l) {
  * 64-column chunk) its E rows of one small record each, contiguous, which a warp fetches as
  * one bulk copy. The same values exactly (a lossless re-layout), in 40 (Q4_K), 56 (Q6_K),
  * 68 (Q8_0) or 36 (Q4_0) bytes a row. The cost is a second copy of the down weights in
- * device memory (7.1 GB for Qwen3-30B-A3B Q4_K_M; prefill still reads the GGUF layout):
+ * device memory (7.3 GB, 6.8 GiB, for Qwen3-30B-A3B Q4_K_M; prefill still reads the GGUF layout):
  * where it does not fit, persist_setup leaves decode on the kernel graph. */
 __host__ __device__ constexpr int slab_cb(int t) {
     return t == GGML_TYPE_Q4_K ? 40 : t == GGML_TYPE_Q6_K ? 56 : t == GGML_TYPE_Q8_0 ? 68 : t == GGML_TYPE_Q4_0 ? 36 : 0;
