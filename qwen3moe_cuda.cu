@@ -117,6 +117,9 @@ __device__ __forceinline__ float ldh(const uint8_t *p) {
     return __half2float(__ushort_as_half(*(const unsigned short *)p));
 }
 __device__ __forceinline__ float bf16f(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+/* the f16 in the low / high half of a 32-bit word */
+__device__ __forceinline__ float f16lo(uint32_t u) { return __half2float(__ushort_as_half((unsigned short)(u & 0xFFFF))); }
+__device__ __forceinline__ float f16hi(uint32_t u) { return __half2float(__ushort_as_half((unsigned short)(u >> 16))); }
 
 __device__ __forceinline__ int iq4_lookup(uint32_t v) {   /* 4 nibbles (low bits of each byte) -> 4 int8 table values */
     const uint32_t t0 = 0xBFAD9881u, t1 = 0xF6EADDCFu, t2 = 0x26190D01u, t3 = 0x71594535u;
@@ -561,8 +564,8 @@ __device__ __forceinline__ void rows_f(int type, const uint8_t *w0, size_t rb, i
 #pragma unroll
                     for (int j = 0; j < 4; j++) {
                         if (type == GGML_TYPE_F16) {
-                            wv[2 * j] = __half2float(__ushort_as_half((unsigned short)(uu[j] & 0xFFFF)));
-                            wv[2 * j + 1] = __half2float(__ushort_as_half((unsigned short)(uu[j] >> 16)));
+                            wv[2 * j] = f16lo(uu[j]);
+                            wv[2 * j + 1] = f16hi(uu[j]);
                         } else {
                             wv[2 * j] = __uint_as_float(uu[j] << 16);
                             wv[2 * j + 1] = __uint_as_float(uu[j] & 0xFFFF0000u);
@@ -898,8 +901,10 @@ __device__ __forceinline__ void norm_stage_w(const float *w, int E, float *xsf) 
 /* Step 2, after the wait: xsf = x / rms(x) * w (f32, the same value in every block: same
  * order of operations), and when xs is given its int8 copy with one scale per 32 (as
  * k_rmsnorm + k_quant would give). rows_pending: one more group of copies (weight rows)
- * was committed after step 1's and need not land yet. Ends with the block synchronized.
- * (The persistent kernel's A and F take norm_xl / norm_xq, below.) */
+ * was committed after step 1's and need not land yet. acc (the persistent kernel's head):
+ * x is x + acc / PK_FX, on the float4 path only (that kernel requires n_embd % 256 == 0).
+ * Ends with the block synchronized. (The persistent kernel's A and F take norm_xl /
+ * norm_xq, below.) */
 /* v summed over the block, the same value in every thread: the warps' sums through shared
  * memory, one barrier (the caller synchronizes again before the next call) */
 __device__ __forceinline__ float block_sum(float v) {
@@ -3205,7 +3210,7 @@ template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q4_K>(const uint
         s1 = __dp4a((int)((q.x >> 4) & 0x0F0F0F0Fu), hq[8 + 2 * k], s1);
         s1 = __dp4a((int)((q.y >> 4) & 0x0F0F0F0Fu), hq[8 + 2 * k + 1], s1);
     }
-    const float d = __half2float(__ushort_as_half((unsigned short)(hd.x & 0xFFFF))), dm = __half2float(__ushort_as_half((unsigned short)(hd.x >> 16)));
+    const float d = f16lo(hd.x), dm = f16hi(hd.x);
     return d * ((float)(hd.y & 0xFF) * h0.x * (float)s0 + (float)((hd.y >> 16) & 0xFF) * h1.x * (float)s1) -
            dm * ((float)((hd.y >> 8) & 0xFF) * h0.y + (float)(hd.y >> 24) * h1.y);
 }
@@ -3226,7 +3231,7 @@ template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q6_K>(const uint
         s2 = __dp4a((int)__vsub4(v2, 0x20202020u), hq[8 + k], s2);
         s3 = __dp4a((int)__vsub4(v3, 0x20202020u), hq[12 + k], s3);
     }
-    const float d = __half2float(__ushort_as_half((unsigned short)(hd.x & 0xFFFF)));
+    const float d = f16lo(hd.x);
     const int c0 = (int)(int8_t)(hd.x >> 16), c1 = (int)(int8_t)(hd.x >> 24), c2 = (int)(int8_t)hd.y, c3 = (int)(int8_t)(hd.y >> 8);
     return d * (h0.x * (float)(c0 * s0 + c1 * s1) + h1.x * (float)(c2 * s2 + c3 * s3));
 }
@@ -3238,8 +3243,7 @@ template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q8_0>(const uint
         s0 = __dp4a(*(const int *)(p + 4 + 4 * k), hq[k], s0);
         s1 = __dp4a(*(const int *)(p + 36 + 4 * k), hq[8 + k], s1);
     }
-    return __half2float(__ushort_as_half((unsigned short)(dd & 0xFFFF))) * h0.x * (float)s0 +
-           __half2float(__ushort_as_half((unsigned short)(dd >> 16))) * h1.x * (float)s1;
+    return f16lo(dd) * h0.x * (float)s0 + f16hi(dd) * h1.x * (float)s1;
 }
 template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q4_0>(const uint8_t *p, const int *hq, float2 h0, float2 h1) {
     const uint32_t dd = *(const uint32_t *)p;
@@ -3252,8 +3256,7 @@ template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q4_0>(const uint
         s1 = __dp4a((int)(b & 0x0F0F0F0Fu), hq[8 + k], s1);
         s1 = __dp4a((int)((b >> 4) & 0x0F0F0F0Fu), hq[12 + k], s1);
     }
-    return __half2float(__ushort_as_half((unsigned short)(dd & 0xFFFF))) * (h0.x * (float)s0 - 8.f * h0.y) +
-           __half2float(__ushort_as_half((unsigned short)(dd >> 16))) * (h1.x * (float)s1 - 8.f * h1.y);
+    return f16lo(dd) * (h0.x * (float)s0 - 8.f * h0.y) + f16hi(dd) * (h1.x * (float)s1 - 8.f * h1.y);
 }
 
 /* F's row table (PkPairRows' note) */
