@@ -1889,7 +1889,7 @@ __host__ __device__ constexpr bool pk_serves(int fam, int t) {
 #define PK_PROF_MAXB 2048         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
 #define PK_W 4                    /* lanes a Q4_K superblock in the phases whose rows are >= 2048 wide (A, D, F): QW4K */
 #ifndef PK_FPIPE
-#define PK_FPIPE 2                /* F: gate/up rows a warp has in flight at once (rows_pipe; 0: all 8) */
+#define PK_FPIPE 3                /* F: gate/up rows a warp has in flight at once (rows_pipe; 0: all 8): 3 against 2, tg128 +0.8% on the H100 (bench/NOTES.md) */
 #endif
 #define PK_PHASES 7               /* per layer, each a row of the profile: A..G below (A, E, F and under AM_ONE B end without a barrier; E is empty) */
 
@@ -3354,7 +3354,7 @@ template <int FAM> __device__ void pk_ffn(const PArgs &a, const PLayer &L, const
         const PkItem I = pk_item(a, f, s, blockIdx.x);
         const unsigned m = (1u << I.nv) - 1u;
         if (I.nv) pre = pk_issue_pipe<FAM, 8, PK_FPIPE>(tg, I.wp, m | (m << 4), rbg, a.E, buf, pk_stamp(a, l, 8), fcap);
-        pk_slab_issue(I.slab, min(dpr, rpw), cb, early, mbe);
+        pk_slab_issue(I.slab, dpr, cb, early, mbe);
     }
     const float rs = norm_xq(s.xr, s.ssp, gridDim.x, a.E, a.eps, s.xsf, s.xs, s.xds);
     pk_mark(a, l, 2);
@@ -3362,7 +3362,7 @@ template <int FAM> __device__ void pk_ffn(const PArgs &a, const PLayer &L, const
     for (int it = blockIdx.x; it < nit; it += gridDim.x) {
         const bool first = it == (int)blockIdx.x;
         const PkItem I = pk_item(a, f, s, it);
-        if (!first) pk_slab_issue(I.slab, min(dpr, rpw), cb, early, mbe);
+        if (!first) pk_slab_issue(I.slab, dpr, cb, early, mbe);
         float *res = s.res + w * PK_MAXK;
         if (I.nv) {
             const unsigned m = (1u << I.nv) - 1u;
@@ -3372,7 +3372,7 @@ template <int FAM> __device__ void pk_ffn(const PArgs &a, const PLayer &L, const
         if (first) pk_mark(a, l, 4);
         if (lane < 4) s.hc[4 * w + lane] = lane < I.nv ? res[lane] / (1.0f + expf(-res[lane])) * res[4 + lane] : 0.f;
         /* the pipe's slots are free: the rows that did not fit beside it, into them */
-        int r0 = min(dpr, rpw), n1 = min(rpw - r0, 8 * fcap / cb / 16 * 16);
+        int r0 = dpr, n1 = min(rpw - r0, 8 * fcap / cb / 16 * 16);
         __syncwarp();
         pk_slab_issue(I.slab + (size_t)r0 * cb, n1, cb, buf, mbl);
         __syncthreads();
@@ -3391,20 +3391,20 @@ template <int FAM> __device__ void pk_ffn(const PArgs &a, const PLayer &L, const
             pk_slab_dot<FAM>(td, a, early, 0, r0, hq, h0, h1, wk);
         }
         if (first) pk_mark(a, l, 18);
-        if (n1 == 0 && r0 < rpw) {   /* the pipe's slots too small for 16 rows (narrow models): the rest after the early rows */
-            n1 = min(rpw - r0, PK_WB / cb / 16 * 16);
-            __syncwarp();
-            pk_slab_issue(I.slab + (size_t)r0 * cb, n1, cb, buf, mbl);
-        }
-        /* then the rest, a buffer at a time (a warp's share wider than the buffer: n_embd > 2,048) */
-        while (n1 > 0) {
+        /* then the rest, a buffer at a time (a warp's share wider than the buffer: n_embd >
+         * 2,048), each round asked for when none is in flight (the first is in flight unless
+         * the pipe's slots held fewer than 16 rows: narrow models) */
+        while (r0 < rpw) {
+            if (n1 == 0) {
+                n1 = min(rpw - r0, PK_WB / cb / 16 * 16);
+                __syncwarp();
+                pk_slab_issue(I.slab + (size_t)r0 * cb, n1, cb, buf, mbl);
+            }
             mb_wait((uint32_t)__cvta_generic_to_shared(mbl), (fph >> 1) & 1u);
             fph ^= 2u;
             pk_slab_dot<FAM>(td, a, buf, r0, n1, hq, h0, h1, wk);
             r0 += n1;
-            n1 = min(rpw - r0, PK_WB / cb / 16 * 16);
-            __syncwarp();
-            pk_slab_issue(I.slab + (size_t)r0 * cb, n1, cb, buf, mbl);
+            n1 = 0;
         }
         if (it + (int)gridDim.x < nit) __syncthreads();   /* s.hc, s.hcq are the next item's */
     }
