@@ -1958,6 +1958,14 @@ static size_t pk_smem(int E, int qdim, int ne) {
  * instead of once per 8 as in QT<T>::dot (decode is bound by these instructions). X holds
  * the lane's activations for one superblock, shared by the rows that use it. */
 template <int T> struct QW { enum { OK = 0 }; struct X {}; };
+/* The high nibbles of q against signed x, as dp4a of q & 0xF0F0F0F0 (unsigned bytes, 16x
+ * the nibbles): one LOP a word where (q >> 4) & 0x0F0F0F0F takes a shift and a LOP; the
+ * chain's sum is 16x the nibbles' dot, exactly (>> 4 once at its end). */
+__device__ __forceinline__ int dp4a_hi(uint32_t q, int x, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(q & 0xF0F0F0F0u), "r"(x), "r"(c));
+    return d;
+}
 /* x (xq: the staged int8 in xs_at's layout, element e at xq + xs_at(xe + e); xd: per 32 of
  * the row's x, the scale and the scale times the group's sum) */
 #define XQ(off) (*(const int4 *)(xq + xs_at(xe + (off))))
@@ -1993,13 +2001,13 @@ template <> struct QW<GGML_TYPE_Q4_K> {
         const int c = j >> 1;
         const uint4 q = *(const uint4 *)(b + 16 + 32 * c + 16 * (j & 1));
         const uint32_t M = 0x0F0F0F0Fu;
-        int v0 = __dp4a((int)(q.x & M), v.a.x, 0), v1 = __dp4a((int)((q.x >> 4) & M), v.b.x, 0);
-        v0 = __dp4a((int)(q.y & M), v.a.y, v0); v1 = __dp4a((int)((q.y >> 4) & M), v.b.y, v1);
-        v0 = __dp4a((int)(q.z & M), v.a.z, v0); v1 = __dp4a((int)((q.z >> 4) & M), v.b.z, v1);
-        v0 = __dp4a((int)(q.w & M), v.a.w, v0); v1 = __dp4a((int)((q.w >> 4) & M), v.b.w, v1);
+        int v0 = __dp4a((int)(q.x & M), v.a.x, 0), v1 = dp4a_hi(q.x, v.b.x, 0);
+        v0 = __dp4a((int)(q.y & M), v.a.y, v0); v1 = dp4a_hi(q.y, v.b.y, v1);
+        v0 = __dp4a((int)(q.z & M), v.a.z, v0); v1 = dp4a_hi(q.z, v.b.z, v1);
+        v0 = __dp4a((int)(q.w & M), v.a.w, v0); v1 = dp4a_hi(q.w, v.b.w, v1);
         uint32_t scp, mp;
         scales(b, c, scp, mp);
-        return total(b, scp, mp, v0, v1, v.d0, v.d1, v.m0, v.m1);
+        return total(b, scp, mp, v0, v1 >> 4, v.d0, v.d1, v.m0, v.m1);
     }
 };
 /* Q4_K with 4 lanes a superblock (lane j: the whole chunk j of 64 weights): the scale
@@ -2022,17 +2030,17 @@ struct QW4K {
     static __device__ __forceinline__ float dot(const uint8_t *b, int j, const X &v) {
         const uint4 q0 = *(const uint4 *)(b + 16 + 32 * j), q1 = *(const uint4 *)(b + 32 + 32 * j);
         const uint32_t M = 0x0F0F0F0Fu;
-        int v0 = __dp4a((int)(q0.x & M), v.a0.x, 0), v1 = __dp4a((int)((q0.x >> 4) & M), v.b0.x, 0);
-        v0 = __dp4a((int)(q0.y & M), v.a0.y, v0); v1 = __dp4a((int)((q0.y >> 4) & M), v.b0.y, v1);
-        v0 = __dp4a((int)(q0.z & M), v.a0.z, v0); v1 = __dp4a((int)((q0.z >> 4) & M), v.b0.z, v1);
-        v0 = __dp4a((int)(q0.w & M), v.a0.w, v0); v1 = __dp4a((int)((q0.w >> 4) & M), v.b0.w, v1);
-        v0 = __dp4a((int)(q1.x & M), v.a1.x, v0); v1 = __dp4a((int)((q1.x >> 4) & M), v.b1.x, v1);
-        v0 = __dp4a((int)(q1.y & M), v.a1.y, v0); v1 = __dp4a((int)((q1.y >> 4) & M), v.b1.y, v1);
-        v0 = __dp4a((int)(q1.z & M), v.a1.z, v0); v1 = __dp4a((int)((q1.z >> 4) & M), v.b1.z, v1);
-        v0 = __dp4a((int)(q1.w & M), v.a1.w, v0); v1 = __dp4a((int)((q1.w >> 4) & M), v.b1.w, v1);
+        int v0 = __dp4a((int)(q0.x & M), v.a0.x, 0), v1 = dp4a_hi(q0.x, v.b0.x, 0);
+        v0 = __dp4a((int)(q0.y & M), v.a0.y, v0); v1 = dp4a_hi(q0.y, v.b0.y, v1);
+        v0 = __dp4a((int)(q0.z & M), v.a0.z, v0); v1 = dp4a_hi(q0.z, v.b0.z, v1);
+        v0 = __dp4a((int)(q0.w & M), v.a0.w, v0); v1 = dp4a_hi(q0.w, v.b0.w, v1);
+        v0 = __dp4a((int)(q1.x & M), v.a1.x, v0); v1 = dp4a_hi(q1.x, v.b1.x, v1);
+        v0 = __dp4a((int)(q1.y & M), v.a1.y, v0); v1 = dp4a_hi(q1.y, v.b1.y, v1);
+        v0 = __dp4a((int)(q1.z & M), v.a1.z, v0); v1 = dp4a_hi(q1.z, v.b1.z, v1);
+        v0 = __dp4a((int)(q1.w & M), v.a1.w, v0); v1 = dp4a_hi(q1.w, v.b1.w, v1);
         uint32_t scp, mp;
         QW<GGML_TYPE_Q4_K>::scales(b, j, scp, mp);
-        return QW<GGML_TYPE_Q4_K>::total(b, scp, mp, v0, v1, v.d0, v.d1, v.m0, v.m1);
+        return QW<GGML_TYPE_Q4_K>::total(b, scp, mp, v0, v1 >> 4, v.d0, v.d1, v.m0, v.m1);
     }
 };
 /* 8 bytes at any shared-memory address (Q6_K's 210-byte blocks, Q8_0's 34, Q4_0's 18 leave
@@ -2118,11 +2126,10 @@ template <> struct QW<GGML_TYPE_Q4_0> {
         const uint8_t *q = b + 18 * j;
         const uint2 w0 = ld8_a2(q + 2), w1 = ld8_a2(q + 10);
         const uint32_t M = 0x0F0F0F0Fu;
-        int s = __dp4a((int)(w0.x & M), v.a.x, 0);
+        int s = __dp4a((int)(w0.x & M), v.a.x, 0), t = dp4a_hi(w0.x, v.b.x, 0);
         s = __dp4a((int)(w0.y & M), v.a.y, s); s = __dp4a((int)(w1.x & M), v.a.z, s); s = __dp4a((int)(w1.y & M), v.a.w, s);
-        s = __dp4a((int)((w0.x >> 4) & M), v.b.x, s); s = __dp4a((int)((w0.y >> 4) & M), v.b.y, s);
-        s = __dp4a((int)((w1.x >> 4) & M), v.b.z, s); s = __dp4a((int)((w1.y >> 4) & M), v.b.w, s);
-        return ldh(q) * (v.d * (float)s - 8.f * v.m);
+        t = dp4a_hi(w0.y, v.b.y, t); t = dp4a_hi(w1.x, v.b.z, t); t = dp4a_hi(w1.y, v.b.w, t);
+        return ldh(q) * (v.d * (float)(s + (t >> 4)) - 8.f * v.m);
     }
 };
 
@@ -3207,9 +3214,10 @@ template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q4_K>(const uint
         const uint2 q = *(const uint2 *)(p + 8 + 8 * k);
         s0 = __dp4a((int)(q.x & 0x0F0F0F0Fu), hq[2 * k], s0);
         s0 = __dp4a((int)(q.y & 0x0F0F0F0Fu), hq[2 * k + 1], s0);
-        s1 = __dp4a((int)((q.x >> 4) & 0x0F0F0F0Fu), hq[8 + 2 * k], s1);
-        s1 = __dp4a((int)((q.y >> 4) & 0x0F0F0F0Fu), hq[8 + 2 * k + 1], s1);
+        s1 = dp4a_hi(q.x, hq[8 + 2 * k], s1);
+        s1 = dp4a_hi(q.y, hq[8 + 2 * k + 1], s1);
     }
+    s1 >>= 4;
     const float d = f16lo(hd.x), dm = f16hi(hd.x);
     return d * ((float)(hd.y & 0xFF) * h0.x * (float)s0 + (float)((hd.y >> 16) & 0xFF) * h1.x * (float)s1) -
            dm * ((float)((hd.y >> 8) & 0xFF) * h0.y + (float)(hd.y >> 24) * h1.y);
@@ -3247,15 +3255,17 @@ template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q8_0>(const uint
 }
 template <> __device__ __forceinline__ float slab_dot<GGML_TYPE_Q4_0>(const uint8_t *p, const int *hq, float2 h0, float2 h1) {
     const uint32_t dd = *(const uint32_t *)p;
-    int s0 = 0, s1 = 0;
+    int s0 = 0, s1 = 0, t0 = 0, t1 = 0;
 #pragma unroll
     for (int k = 0; k < 4; k++) {   /* a Q4_0 block: byte i = column i | column 16+i << 4 */
         const uint32_t a = *(const uint32_t *)(p + 4 + 4 * k), b = *(const uint32_t *)(p + 20 + 4 * k);
         s0 = __dp4a((int)(a & 0x0F0F0F0Fu), hq[k], s0);
-        s0 = __dp4a((int)((a >> 4) & 0x0F0F0F0Fu), hq[4 + k], s0);
+        t0 = dp4a_hi(a, hq[4 + k], t0);
         s1 = __dp4a((int)(b & 0x0F0F0F0Fu), hq[8 + k], s1);
-        s1 = __dp4a((int)((b >> 4) & 0x0F0F0F0Fu), hq[12 + k], s1);
+        t1 = dp4a_hi(b, hq[12 + k], t1);
     }
+    s0 += t0 >> 4;
+    s1 += t1 >> 4;
     return f16lo(dd) * (h0.x * (float)s0 - 8.f * h0.y) + f16hi(dd) * (h1.x * (float)s1 - 8.f * h1.y);
 }
 
