@@ -1889,8 +1889,13 @@ __host__ __device__ constexpr bool pk_serves(int fam, int t) {
 #define PK_PROF_MAXB 2048         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
 #define PK_W 4                    /* lanes a Q4_K superblock in the phases whose rows are >= 2048 wide (A, D, F): QW4K */
 #ifndef PK_FPIPE
-#define PK_FPIPE 3                /* F: gate/up rows a warp has in flight at once (rows_pipe; 0: all 8): 3 against 2, tg128 +0.8% on the H100 (bench/NOTES.md) */
+#define PK_FPIPE 3                /* F: gate/up rows a warp has in flight at once (rows_pipe; 0: all 8): 3 against 2, tg128 +1.2% on the H100 (bench/NOTES.md); 2 for Q8_0 (pk_fpipe) */
 #endif
+/* The pipe depth rows_pipe takes for rows of type t when asked for pipe: Q8_0's wide rows
+ * keep 2 in flight (F with 3: its slots leave room beside them for 16 of a warp's 128 slab
+ * rows instead of 48, and tg128 on the Q8_0 mix fell 504.1 -> 496.7 on the H100) */
+__host__ __device__ constexpr int pipe_for(int t, int pipe) { return t == GGML_TYPE_Q8_0 && pipe > 2 ? 2 : pipe; }
+__host__ __device__ constexpr int pk_fpipe(int t) { return pipe_for(t, PK_FPIPE); }   /* F's, for persist_setup's room */
 #define PK_PHASES 7               /* per layer, each a row of the profile: A..G below (A, E, F and under AM_ONE B end without a barrier; E is empty) */
 
 struct PLayer {
@@ -2303,7 +2308,7 @@ __device__ __forceinline__ void rows_qp(const WP &wp, unsigned ok, size_t rb, in
 template <int FAM, int R, int W = 8, int PIPE = 0, class WP>
 __device__ __forceinline__ void pk_rows(int type, const WP &wp, unsigned ok, size_t rb, int ncols, const int8_t *xq, const float2 *xd,
                                         float *res, uint8_t *buf, bool pre = false, unsigned long long *stamp = nullptr, int cap = PK_CAP(R)) {
-#define PK_CASE(T) case T: rows_qp<T, W, R, PIPE>(wp, ok, rb, ncols, xq, xd, res, buf, cap, pre, stamp); break;
+#define PK_CASE(T) case T: rows_qp<T, W, R, pipe_for(T, PIPE)>(wp, ok, rb, ncols, xq, xd, res, buf, cap, pre, stamp); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
 }
@@ -2323,21 +2328,25 @@ __device__ __forceinline__ void pk_issue(int type, const WP &wp, unsigned ok, si
     if (nb) rows_issue_p(wp, R, ok, 0, nb, buf, PK_CAP(R));
     cp_async_commit();
 }
-/* The same for pk_rows<R, PIPE> whose rows take rows_pipe: its first PIPE rows, into their
- * slots. False (nothing issued) where rows_qp would not take rows_pipe: pk_rows then
- * issues its own (pre = false). */
+/* The same for pk_rows<R, PIPE> whose rows take rows_pipe: its first P rows (P =
+ * pipe_for(type, PIPE), as pk_rows takes), into their slots. False (nothing issued) where rows_qp
+ * would not take rows_pipe: pk_rows then issues its own (pre = false). */
+template <int T, int R, int P, class WP>
+__device__ __forceinline__ bool pk_issue_pipe_t(const WP &wp, unsigned ok, size_t rb, int ncols, uint8_t *buf, int cap) {
+    const int sb = stage_sb<T>(), slot = pipe_slot<P>(R * cap);
+    if (!pipe_fits(ncols / 256, sb, slot)) return false;
+    rows_pipe_issue<R, P>(wp, ok, (int)min((size_t)(ncols / 256) * sb, rb), buf, slot);
+    return true;
+}
 template <int FAM, int R, int PIPE, class WP>
 __device__ __forceinline__ bool pk_issue_pipe(int type, const WP &wp, unsigned ok, size_t rb, int ncols, uint8_t *buf, unsigned long long *stamp,
                                               int cap = PK_CAP(R)) {
-    int sb = 0;
-#define PK_CASE(T) case T: sb = stage_sb<T>(); break;
+    bool pre = false;
+#define PK_CASE(T) case T: pre = pk_issue_pipe_t<T, R, pipe_for(T, PIPE)>(wp, ok, rb, ncols, buf, cap); break;
     PK_FAM_SWITCH(FAM, type, PK_CASE)
 #undef PK_CASE
-    const int slot = pipe_slot<PIPE>(R * cap);
-    if (!sb || !pipe_fits(ncols / 256, sb, slot)) return false;
-    rows_pipe_issue<R, PIPE>(wp, ok, (int)min((size_t)(ncols / 256) * sb, rb), buf, slot);
-    if (stamp && threadIdx.x % WARP == 0) stamp[0] = gtimer();
-    return true;
+    if (pre && stamp && threadIdx.x % WARP == 0) stamp[0] = gtimer();
+    return pre;
 }
 
 /* The ordering the persistent kernel's flags need (stores before a counter's update are
@@ -4183,7 +4192,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
         const DLayer &L = g->L[l];
         const int cb = slab_cb(L.down.type), rpw = c.n_embd / PK_WARPS;
         const size_t need = (L.gate.rb + 31 + 15) / 16 * 16;   /* pipe_fits' */
-        fcap[l] = (int)(((size_t)(PK_FPIPE + 1) * need + 7) / 8 + 15) / 16 * 16;
+        fcap[l] = (int)(((size_t)(pk_fpipe(L.gate.type) + 1) * need + 7) / 8 + 15) / 16 * 16;
         if (8 * fcap[l] > PK_WB) fcap[l] = PK_CAP(8);   /* no pipe: rows_qp stages the rows in chunks, and the slab rows wait */
         dpr[l] = std::min(rpw, (PK_WB - 8 * fcap[l]) / std::max(cb, 1) / 16 * 16);
         if (!cb) why = "a down weight type without a slab layout";
