@@ -1861,7 +1861,7 @@ static DownKernel down2_kernel(int tt) {
 #define PK_WARPS 16
 #define PK_THREADS (PK_WARPS * WARP)
 #define PK_D 128                  /* head_dim served */
-#define PK_WB 10752               /* staging bytes per warp: F's 3-slot gate/up pipe beside 128 slab rows of Q6_K (pk_ffn); the kernel's shared memory stays within the 196 KB carveout */
+#define PK_WB 10752               /* staging bytes per warp: F's gate/up pipe beside the slab rows (pk_ffn: 3 slots and 128 Q6_K rows exactly; with PK_FPIPE 3, 4 slots, 96 rows, the other 32 after the pipe); the kernel's shared memory stays within the 196 KB carveout */
 #define PK_MAXK 8
 #define PK_SSMAX 256              /* blocks whose partial sums of squares F stages (the grid's limit: persist_setup) */
 #define PK_CAP(R) (PK_WB / (R) / 16 * 16)   /* staging bytes per row for R rows a warp (16-byte aligned rows) */
