@@ -1889,13 +1889,13 @@ __host__ __device__ constexpr bool pk_serves(int fam, int t) {
 #define PK_PROF_MAXB 2048         /* barriers a step records at most (QWEN3MOE_PERSIST_PROF) */
 #define PK_W 4                    /* lanes a Q4_K superblock in the phases whose rows are >= 2048 wide (A, D, F): QW4K */
 #ifndef PK_FPIPE
-#define PK_FPIPE 3                /* F: gate/up rows a warp has in flight at once (rows_pipe; 0: all 8): 3 against 2, tg128 +1.2% on the H100 (bench/NOTES.md); 2 for Q8_0 (pk_fpipe) */
+#define PK_FPIPE 3                /* F: gate/up rows a warp has in flight at once (rows_pipe; 0: all 8): 3 against 2, tg128 +1.2% on the H100 (bench/NOTES.md); 2 for Q8_0 (pipe_for) */
 #endif
-/* The pipe depth rows_pipe takes for rows of type t when asked for pipe: Q8_0's wide rows
- * keep 2 in flight (F with 3: its slots leave room beside them for 16 of a warp's 128 slab
- * rows instead of 48, and tg128 on the Q8_0 mix fell 504.1 -> 496.7 on the H100) */
+/* The rows in flight rows_pipe keeps for rows of type t where its caller asks for pipe
+ * (pk_rows, pk_issue_pipe, and persist_setup sizing F's slots): Q8_0's wide rows keep 2 (F
+ * with 3: its slots leave room beside them for 16 of a warp's 128 slab rows instead of 48,
+ * and tg128 on the Q8_0 mix fell 504.1 -> 496.7 on the H100) */
 __host__ __device__ constexpr int pipe_for(int t, int pipe) { return t == GGML_TYPE_Q8_0 && pipe > 2 ? 2 : pipe; }
-__host__ __device__ constexpr int pk_fpipe(int t) { return pipe_for(t, PK_FPIPE); }   /* F's, for persist_setup's room */
 #define PK_PHASES 7               /* per layer, each a row of the profile: A..G below (A, E, F and under AM_ONE B end without a barrier; E is empty) */
 
 struct PLayer {
@@ -4192,7 +4192,7 @@ static int persist_setup(GpuModel *g, char *err, size_t errlen) {
         const DLayer &L = g->L[l];
         const int cb = slab_cb(L.down.type), rpw = c.n_embd / PK_WARPS;
         const size_t need = (L.gate.rb + 31 + 15) / 16 * 16;   /* pipe_fits' */
-        fcap[l] = (int)(((size_t)(pk_fpipe(L.gate.type) + 1) * need + 7) / 8 + 15) / 16 * 16;
+        fcap[l] = (int)(((size_t)(pipe_for(L.gate.type, PK_FPIPE) + 1) * need + 7) / 8 + 15) / 16 * 16;
         if (8 * fcap[l] > PK_WB) fcap[l] = PK_CAP(8);   /* no pipe: rows_qp stages the rows in chunks, and the slab rows wait */
         dpr[l] = std::min(rpw, (PK_WB - 8 * fcap[l]) / std::max(cb, 1) / 16 * 16);
         if (!cb) why = "a down weight type without a slab layout";
