@@ -13,6 +13,8 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 # sm_90 machine code for Hopper plus PTX that the driver can compile for other cards
 NVFLAGS ?= -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90 \
            -Xcompiler -Wall -lineinfo
+# NVEXTRA: more nvcc flags on top (bench/variant.sh: the kernel's -D switches, ptxas -v)
+NVFLAGS += $(NVEXTRA)
 
 BUILD   := build
 TEST_SRCS := $(wildcard tests/*.c)
