@@ -2,6 +2,7 @@
  * window slow? Inside k_persist every block's first load after D's pass (a's 5 KB, from L2)
  * returns ~3.5 us late and D's 6 MB of window copies take ~8 us, while bench/window_probe.cu
  * pulls the same burst in ~1.8 us. Here a "layer" is rebuilt one ingredient at a time:
+ *   A: the first 72 blocks (its q/k blocks) busy with shared-memory dp4a steps first (busy);
  *   F: an expert-like stream (S bytes a block of 16-byte cp.async, 3 rows of 1,152 in flight
  *      a warp, evict_first) and, optionally, F's fixed-point adds (red.add.u64: 196K a layer
  *      on 2,048 addresses);
@@ -23,7 +24,7 @@ __device__ __forceinline__ unsigned long long gt() {
 __device__ __forceinline__ void cp16(void *s, const void *g, uint64_t pol) {
     asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"((uint32_t)__cvta_generic_to_shared(s)), "l"(g), "l"(pol) : "memory");
 }
-struct Mode { int fbytes, atomics, window, nd; const char *what; };
+struct Mode { int fbytes, atomics, window, nd, busy; const char *what; };
 __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *w, size_t span, Mode m, int layers, uint8_t *act, unsigned long long *acc,
                                                        unsigned *bar, unsigned long long *lat) {
     extern __shared__ __align__(128) uint8_t sm[];
@@ -61,6 +62,15 @@ __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *w, size_t 
                 asm volatile("cp.async.commit_group;" ::: "memory");
             }
         };
+        /* A's q/k blocks (the first 72) multiplying from shared memory while the others' windows fly */
+        if ((int)blockIdx.x < 72 && m.busy) {
+            int x = threadIdx.x;
+            for (int i = 0; i < m.busy; i++) {
+                const int4 q = *(const int4 *)(sm + ((threadIdx.x * 16 + i * 528) & (8 * WB - 16)));
+                x = __dp4a(q.x, q.y, __dp4a(q.z, q.w, x));
+            }
+            if (x == 0x7fffffff) acc[0] = x;
+        }
         __syncthreads();
         if (threadIdx.x == 0) {
             asm volatile("fence.acq_rel.gpu;" ::: "memory");
@@ -99,13 +109,16 @@ int main() {
     cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
     const int F = 245760;   /* an F item block's bytes (96 of 132 blocks in the kernel; here all) */
     const Mode modes[] = {
-        {0, 0, 0, 0, "no rows: barrier + a's load"},
-        {0, 0, 0, 1 << 30, "D's rows asked after the pass"},
-        {0, 0, 1, 1 << 30, "D's rows asked in the window"},
-        {0, 0, 1, 56, "in the window, 56 blocks only"},
-        {F, 0, 1, 1 << 30, "F's stream, then the window"},
-        {F, 1, 1, 1 << 30, "F's stream and adds, then the window"},
-        {0, 1, 1, 1 << 30, "F's adds alone, then the window"},
+        {0, 0, 0, 0, 0, "no rows: barrier + a's load"},
+        {0, 0, 0, 1 << 30, 0, "D's rows asked after the pass"},
+        {0, 0, 1, 1 << 30, 0, "D's rows asked in the window"},
+        {0, 0, 1, 56, 0, "in the window, 56 blocks only"},
+        {F, 0, 1, 1 << 30, 0, "F's stream, then the window"},
+        {F, 1, 1, 1 << 30, 0, "F's stream and adds, then the window"},
+        {0, 1, 1, 1 << 30, 0, "F's adds alone, then the window"},
+        {0, 0, 1, 1 << 30, 60, "72 blocks busy 60 steps, then the window"},
+        {0, 0, 1, 1 << 30, 120, "72 blocks busy 120 steps, then the window"},
+        {0, 0, 1, 60, 120, "busy 120; the 60 others' window only"},
     };
     printf("%-42s %10s %16s\n", "layer", "us/layer", "a's load, us");
     for (Mode md : modes) {
