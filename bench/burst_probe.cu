@@ -32,11 +32,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *buf, size_
     if (acc == 0x12345678u) sink[0] = acc;
 }
 int main() {
-    int nsm = 0;
-    CU(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, 0));
     const size_t span = (size_t)12 << 30;
+    int nsm = 0;
     uint8_t *buf; unsigned *bar; unsigned long long *sink;
-    CU(cudaMalloc(&buf, span)); CU(cudaMemset(buf, 1, span)); CU(cudaMalloc(&bar, 4)); CU(cudaMalloc(&sink, 8));
+    if (probe_setup(span, &nsm, &buf, &bar, &sink)) return 1;
     CU(cudaFuncSetAttribute(probe, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
     cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
     printf("%8s %6s %9s %10s %8s %10s\n", "total_KB", "nact", "KB/block", "us/burst", "GB/s", "GB/s/SM");

@@ -24,3 +24,11 @@ __device__ __forceinline__ void grid_bar(unsigned *bar, unsigned target) {
     }
     __syncthreads();
 }
+/* the grid (an SM each) and the bursts' source (a 12 GB span of filled memory, so that a
+ * burst's place is random within far more than the L2), the barrier's counter and a sink
+ * for the kernels' results */
+static inline int probe_setup(size_t span, int *nsm, uint8_t **buf, unsigned **bar, unsigned long long **sink) {
+    CU(cudaDeviceGetAttribute(nsm, cudaDevAttrMultiProcessorCount, 0));
+    CU(cudaMalloc(buf, span)); CU(cudaMemset(*buf, 1, span)); CU(cudaMalloc(bar, 4)); CU(cudaMalloc(sink, 8));
+    return 0;
+}
