@@ -37,23 +37,17 @@ int main() {
     uint8_t *buf; unsigned *bar; unsigned long long *sink;
     if (probe_setup(span, &nsm, &buf, &bar, &sink)) return 1;
     CU(cudaFuncSetAttribute(probe, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
-    cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
     printf("%8s %6s %9s %10s %8s %10s\n", "total_KB", "nact", "KB/block", "us/burst", "GB/s", "GB/s/SM");
     for (int total_kb : {0, 6000, 4700, 14000})
         for (int nact : {1, 11, 22, 33, 44, 66, 132}) {
             if (total_kb == 0 && nact > 1) continue;
             int per_block = (int)((size_t)total_kb * 1024 / nact / 16 * 16);
             if (per_block > 4 * SMEM) continue;
-            const int bursts = 400;
-            auto run = [&](int nb) {
-                cudaMemset(bar, 0, 4);
-                void *args[] = {(void *)&buf, (void *)&span, (void *)&nact, (void *)&per_block, (void *)&nb, (void *)&bar, (void *)&sink};
-                return cudaLaunchCooperativeKernel((const void *)probe, nsm, WARPS * 32, args, SMEM, 0);
-            };
-            CU(run(20)); CU(cudaDeviceSynchronize());
-            cudaEventRecord(e0); CU(run(bursts)); cudaEventRecord(e1); CU(cudaEventSynchronize(e1));
-            float ms = 0; cudaEventElapsedTime(&ms, e0, e1);
-            const double us = ms * 1e3 / bursts, bytes = (double)nact * per_block;
+            int nb = 0;
+            void *args[] = {(void *)&buf, (void *)&span, (void *)&nact, (void *)&per_block, (void *)&nb, (void *)&bar, (void *)&sink};
+            double us = 0;
+            if (probe_time((const void *)probe, nsm, SMEM, args, &nb, 400, bar, &us)) return 1;
+            const double bytes = (double)nact * per_block;
             printf("%8d %6d %9d %10.2f %8.0f %10.1f\n", total_kb, nact, per_block / 1024, us, bytes / (us * 1e-6) / 1e9, bytes / nact / (us * 1e-6) / 1e9);
         }
     return 0;

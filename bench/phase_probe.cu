@@ -21,16 +21,12 @@ __device__ __forceinline__ unsigned long long gt() {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
 }
-__device__ __forceinline__ void cp16(void *s, const void *g, uint64_t pol) {
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"((uint32_t)__cvta_generic_to_shared(s)), "l"(g), "l"(pol) : "memory");
-}
 struct Mode { int fbytes, atomics, window, nd, busy; const char *what; };
 __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *w, size_t span, Mode m, int layers, uint8_t *act, unsigned long long *acc,
                                                        unsigned *bar, unsigned long long *lat) {
     extern __shared__ __align__(128) uint8_t sm[];
     const int wp = threadIdx.x / 32, lane = threadIdx.x % 32, G = gridDim.x;
-    uint64_t pol;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    const uint64_t pol = l2_evict_first();
     unsigned nb = 0;
     unsigned long long tot = 0;
     const size_t drows = (size_t)G * 8 * 2 * 2304;
@@ -43,7 +39,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *w, size_t 
             const int rows = m.fbytes / WARPS / 1152;
             for (int r = 0; r < rows; r++) {
                 uint8_t *dst = sm + wp * WB + (r % 4) * 1184;
-                for (int k = lane; k < 72; k += 32) cp16(dst + 16 * k, src + (size_t)r * 1152 + 16 * k, pol);
+                for (int k = lane; k < 72; k += 32) cp16_hint(dst + 16 * k, src + (size_t)r * 1152 + 16 * k, pol);
                 asm volatile("cp.async.commit_group;" ::: "memory");
                 asm volatile("cp.async.wait_group 3;" ::: "memory");
             }
@@ -58,7 +54,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *w, size_t 
         const uint8_t *drow = w + base + ((size_t)wp * G + blockIdx.x) * 2 * 2304;
         auto ask = [&]() {
             if (wp < 8 && dblk) {
-                for (int k = lane; k < 2 * 2304 / 16; k += 32) cp16(sm + wp * WB + 16 * k, drow + 16 * k, pol);
+                for (int k = lane; k < 2 * 2304 / 16; k += 32) cp16_hint(sm + wp * WB + 16 * k, drow + 16 * k, pol);
                 asm volatile("cp.async.commit_group;" ::: "memory");
             }
         };
@@ -71,19 +67,9 @@ __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *w, size_t 
             }
             if (x == 0x7fffffff) acc[0] = x;
         }
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            asm volatile("fence.acq_rel.gpu;" ::: "memory");
-            atomicAdd(bar, 1u);
-        }
+        grid_arrive(bar);
         if (m.window) ask();
-        const unsigned target = ++nb * G;
-        if (threadIdx.x == 0) {
-            unsigned v;
-            do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(bar) : "memory");
-            while (v < target);
-        }
-        __syncthreads();
+        grid_wait(bar, ++nb * G);
         const unsigned long long t0 = gt();
         if (!m.window) ask();
         /* D: a's staging (plain loads past L1), then the rows */
@@ -98,15 +84,13 @@ __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *w, size_t 
     if (blockIdx.x == 0 && threadIdx.x == 0) lat[0] = tot / layers;
 }
 int main() {
-    int nsm = 0;
-    CU(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, 0));
     const size_t span = (size_t)12 << 30;
+    int nsm = 0;
     uint8_t *w, *act; unsigned *bar; unsigned long long *acc, *lat;
-    CU(cudaMalloc(&w, span)); CU(cudaMemset(w, 1, span));
-    CU(cudaMalloc(&act, 8192)); CU(cudaMalloc(&acc, 2048 * 8)); CU(cudaMalloc(&bar, 4)); CU(cudaMalloc(&lat, 8));
+    if (probe_setup(span, &nsm, &w, &bar, &lat)) return 1;
+    CU(cudaMalloc(&act, 8192)); CU(cudaMalloc(&acc, 2048 * 8));
     const int smem = WARPS * WB;
     CU(cudaFuncSetAttribute(probe, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
     const int F = 245760;   /* an F item block's bytes (96 of 132 blocks in the kernel; here all) */
     const Mode modes[] = {
         {0, 0, 0, 0, 0, "no rows: barrier + a's load"},
@@ -123,18 +107,13 @@ int main() {
     printf("%-42s %10s %16s\n", "layer", "us/layer", "a's load, us");
     for (Mode md : modes) {
         md.nd = md.nd > nsm ? nsm : md.nd;
-        const int layers = 400;
-        auto run = [&](int nl) {
-            cudaMemset(bar, 0, 4);
-            void *args[] = {(void *)&w, (void *)&span, (void *)&md, (void *)&nl, (void *)&act, (void *)&acc, (void *)&bar, (void *)&lat};
-            return cudaLaunchCooperativeKernel((const void *)probe, nsm, WARPS * 32, args, smem, 0);
-        };
-        CU(run(20)); CU(cudaDeviceSynchronize());
-        cudaEventRecord(e0); CU(run(layers)); cudaEventRecord(e1); CU(cudaEventSynchronize(e1));
-        float ms = 0; cudaEventElapsedTime(&ms, e0, e1);
+        int nl = 0;
+        void *args[] = {(void *)&w, (void *)&span, (void *)&md, (void *)&nl, (void *)&act, (void *)&acc, (void *)&bar, (void *)&lat};
+        double us = 0;
+        if (probe_time((const void *)probe, nsm, smem, args, &nl, 400, bar, &us)) return 1;
         unsigned long long ns = 0;
         CU(cudaMemcpy(&ns, lat, 8, cudaMemcpyDeviceToHost));
-        printf("%-42s %10.2f %16.2f\n", md.what, ms * 1e3 / layers, ns / 1e3);
+        printf("%-42s %10.2f %16.2f\n", md.what, us, ns / 1e3);
         fflush(stdout);
     }
     return 0;

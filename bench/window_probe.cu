@@ -18,8 +18,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *buf, size_
     const uint32_t mb = (uint32_t)__cvta_generic_to_shared(&mbar[w]);
     if (lane == 0) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(mb) : "memory");
     __syncthreads();
-    uint64_t pol;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    const uint64_t pol = l2_evict_first();
     unsigned acc = 0, nb = 0, ph = 0;
     const size_t total = (size_t)gridDim.x * W * R * RB;
     for (int b = 0; b < bursts; b++) {
@@ -42,9 +41,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1) probe(const uint8_t *buf, size_
             } else {
                 for (int r = 0; r < R; r++)
                     for (int k = lane; k < RB / 16; k += 32) {
-                        const uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst + r * (WB / R) + 16 * k);
-                        if (hint) asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(sa), "l"(src + (size_t)r * RB + 16 * k), "l"(pol) : "memory");
-                        else asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(src + (size_t)r * RB + 16 * k) : "memory");
+                        uint8_t *d = dst + r * (WB / R) + 16 * k;
+                        const uint8_t *g = src + (size_t)r * RB + 16 * k;
+                        if (hint) cp16_hint(d, g, pol);
+                        else asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((uint32_t)__cvta_generic_to_shared(d)), "l"(g) : "memory");
                     }
                 asm volatile("cp.async.commit_group;" ::: "memory");
                 asm volatile("cp.async.wait_all;" ::: "memory");
@@ -63,7 +63,6 @@ int main() {
     if (probe_setup(span, &nsm, &buf, &bar, &sink)) return 1;
     const int smem = WARPS * WB;
     CU(cudaFuncSetAttribute(probe, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
     struct Cfg { int W, R, RB, hint, bulk; const char *what; };
     const Cfg cfgs[] = {
         {16, 0, 0, 0, 0, "barrier alone"},
@@ -77,17 +76,11 @@ int main() {
     };
     printf("%-52s %9s %9s %8s\n", "burst", "MB", "us/burst", "GB/s");
     for (const Cfg &c : cfgs) {
-        const int bursts = 400;
-        auto run = [&](int nb) {
-            cudaMemset(bar, 0, 4);
-            int W = c.W, R = c.R, RB = c.RB, hint = c.hint, bulk = c.bulk;
-            void *args[] = {(void *)&buf, (void *)&span, (void *)&W, (void *)&R, (void *)&RB, (void *)&hint, (void *)&bulk, (void *)&nb, (void *)&bar, (void *)&sink};
-            return cudaLaunchCooperativeKernel((const void *)probe, nsm, WARPS * 32, args, smem, 0);
-        };
-        CU(run(20)); CU(cudaDeviceSynchronize());
-        cudaEventRecord(e0); CU(run(bursts)); cudaEventRecord(e1); CU(cudaEventSynchronize(e1));
-        float ms = 0; cudaEventElapsedTime(&ms, e0, e1);
-        const double us = ms * 1e3 / bursts, bytes = (double)nsm * c.W * c.R * c.RB;
+        int W = c.W, R = c.R, RB = c.RB, hint = c.hint, bulk = c.bulk, nb = 0;
+        void *args[] = {(void *)&buf, (void *)&span, (void *)&W, (void *)&R, (void *)&RB, (void *)&hint, (void *)&bulk, (void *)&nb, (void *)&bar, (void *)&sink};
+        double us = 0;
+        if (probe_time((const void *)probe, nsm, smem, args, &nb, 400, bar, &us)) return 1;
+        const double bytes = (double)nsm * c.W * c.R * c.RB;
         printf("%-52s %9.2f %9.2f %8.0f\n", c.what, bytes / 1e6, us, bytes / (us * 1e-6) / 1e9);
     }
     return 0;
